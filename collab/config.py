@@ -1,0 +1,541 @@
+"""Recipes: the typed schema, YAML loading, dotted overrides and validation with clear errors.
+
+A recipe is the only place where configuration enters collab; library code takes these typed objects. Every section
+forbids unknown keys, so a misspelled key fails with the file, the key path and the closest valid key instead of
+being silently ignored. Trainer arguments of training stages are checked against the TRL config class they will
+construct.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import tempfile
+import typing
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from collab.errors import CollabError
+from collab.models import DEFAULT_MODEL
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BackendConfig(Section):
+    """Where text comes from: a local model (`hf`), a vLLM engine (`vllm`) or an OpenAI-compatible endpoint.
+
+    Attributes:
+        kind: `hf` (transformers, CPU or GPU), `vllm` (offline engine, GPU only) or `openai` (HTTP endpoint).
+        model: Model name, local path or hub id (`hf`, `vllm`), or the endpoint's model name (`openai`). Empty means
+            the recipe's policy model.
+        base_url: Endpoint URL for `openai`, e.g. http://127.0.0.1:8000/v1. `base_url_env` takes precedence when set.
+        base_url_env: Environment variable holding the endpoint URL (keeps cluster addresses out of recipes).
+        api_key_env: Environment variable holding the API key. Keys are never written in recipes or run directories.
+        concurrency: Requests in flight at once (`openai`).
+        requests_per_minute: Client-side rate limit (`openai`); empty for none.
+        timeout_s: Per-request timeout (`openai`).
+        max_retries: Retries on 429, 5xx, timeouts and malformed replies before a request counts as failed.
+        max_wall_s: Upper bound on one request's time including retries.
+        price_per_million: USD per million (input, output) tokens, for cost accounting and `collab plan`.
+        max_batch_size: Sequences per forward batch (`hf`).
+        dtype: Weights dtype (`hf`, `vllm`): auto, float32, bfloat16, float16.
+        gpu_memory_utilization: Share of GPU memory vLLM may take.
+        tensor_parallel_size: GPUs per vLLM engine.
+    """
+
+    kind: Literal["hf", "vllm", "openai"] = "hf"
+    model: str | None = None
+    base_url: str | None = None
+    base_url_env: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(16, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    max_wall_s: float | None = Field(600.0, gt=0)
+    price_per_million: tuple[float, float] | None = None
+    max_batch_size: int = Field(32, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _openai_needs_model(self) -> BackendConfig:
+        if self.kind == "openai" and not self.model:
+            raise ValueError("an openai backend needs `model`: the model name the endpoint serves")
+        return self
+
+
+class LoraConfig(Section):
+    """LoRA adapter settings (CollabLLM: r=32, alpha=16, dropout=0.1)."""
+
+    r: int = Field(32, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class ModelConfig(Section):
+    """The policy model.
+
+    Attributes:
+        name: Model name (`smollm2-135m-instruct`, `tiny-random-smollm2`), local directory or hub id.
+        dtype: Weights dtype for training and local generation.
+        lora: Train a LoRA adapter instead of all weights; empty for full fine-tuning.
+        system_prompt: System prompt given to the policy in every conversation; empty for the model's default.
+    """
+
+    name: str = DEFAULT_MODEL
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    lora: LoraConfig | None = None
+    system_prompt: str | None = None
+
+
+class TasksConfig(Section):
+    """Which tasks the simulated users pursue.
+
+    Attributes:
+        name: A registered task set (`collab tasks list`) or a path to a JSONL file of task records.
+        split: Split used by data generation and training stages.
+        eval_split: Split used by evaluation stages.
+        limit: Use only the first `limit` tasks; empty for all.
+        seed: Seed of generated task sets.
+    """
+
+    name: str = "clarify-math"
+    split: str = "train"
+    eval_split: str = "test"
+    limit: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class SimulatorConfig(Section):
+    """The simulated user.
+
+    Attributes:
+        kind: `sharded` (scripted Lost-in-Conversation policy, no LLM) or `llm` (CollabLLM-style prompted user).
+        backend: The model playing the user (`llm` only).
+        temperature: Sampling temperature of the LLM user (CollabLLM: 1.0).
+        max_new_tokens: Longest user turn.
+        max_reasks: Re-asks of an LLM user whose reply is unparseable or confused before the turn counts as failed.
+        max_turns: User turns after which the user stops.
+    """
+
+    kind: Literal["sharded", "llm"] = "sharded"
+    backend: BackendConfig | None = None
+    temperature: float = Field(1.0, ge=0)
+    max_new_tokens: int = Field(256, ge=1)
+    max_reasks: int = Field(2, ge=0, le=10)
+    max_turns: int = Field(7, ge=1)
+
+    @model_validator(mode="after")
+    def _llm_needs_backend(self) -> SimulatorConfig:
+        if self.kind == "llm" and self.backend is None:
+            raise ValueError("an llm simulator needs `backend` (the model that plays the user)")
+        return self
+
+
+class JudgeConfig(Section):
+    """The interactivity judge; with `backend` empty, the rule-based elicitation proxy is used instead."""
+
+    backend: BackendConfig | None = None
+    max_reasks: int = Field(2, ge=0, le=10)
+
+
+class RewardWeights(Section):
+    """Weights of the MR components: R* = task * R_task + tokens * R_tokens + interactivity * R_int."""
+
+    task: float = 1.0
+    tokens: float = 1.0
+    interactivity: float = 1.0
+
+
+class RewardConfig(Section):
+    """The multiturn-aware reward (MR).
+
+    Attributes:
+        window: Future turns rolled out after the candidate (paper: 2, i.e. user, assistant, user, assistant).
+        samples: Rollouts per candidate, averaged (paper: S=3).
+        token_lambda: Token cost per token (paper: 1e-4 document editing, 5e-4 code and math).
+        token_mode: `window` counts tokens of the forward window (paper); `assistant` counts all assistant tokens of
+            the conversation, uncapped (CollabLLM's later code).
+        weights: Component weights.
+        interactivity: `elicitation` (rule-based share of facts elicited by asking), `judge` (LLM judge; needs
+            `judge.backend`) or `none`.
+        policy_temperature: Sampling temperature of the policy's future turns.
+        policy_max_new_tokens: Longest policy turn in rollouts.
+        truncation_penalty: MR of a candidate cut off at the token limit; it gets no rollouts (as verl does).
+    """
+
+    window: int = Field(2, ge=0)
+    samples: int = Field(3, ge=1)
+    token_lambda: float = Field(5e-4, ge=0)
+    token_mode: Literal["window", "assistant"] = "window"
+    weights: RewardWeights = RewardWeights()
+    interactivity: Literal["elicitation", "judge", "none"] = "elicitation"
+    policy_temperature: float = Field(0.7, ge=0)
+    policy_max_new_tokens: int = Field(256, ge=1)
+    truncation_penalty: float = -1.0
+
+
+class TrackingConfig(Section):
+    """Experiment tracking.
+
+    Attributes:
+        wandb: `online`, `offline` (run files under the run directory) or `disabled`. WANDB_MODE overrides it.
+        project: W&B project.
+        entity: W&B entity (team); empty for the default.
+        tags: W&B tags.
+        sample_table_every: Log a table of sample conversations every N steps.
+    """
+
+    wandb: Literal["online", "offline", "disabled"] = "disabled"
+    project: str = "collab"
+    entity: str | None = None
+    tags: list[str] = []
+    sample_table_every: int = Field(50, ge=1)
+
+
+class StageBase(Section):
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind  # type: ignore[attr-defined]
+
+
+class TrainerStage(StageBase):
+    """A training stage over a TRL trainer.
+
+    Attributes:
+        kind: sft, dpo, online_dpo, grpo or rloo.
+        init_from: Start from the model saved by this earlier stage (by name); empty for `model.name`.
+        data_from: Read training data produced by this earlier stage (by name).
+        accelerate_config: Which file of accelerate_configs/ launches it (cpu, ddp, zero2, zero3, fsdp2).
+        trainer: Arguments of the TRL config class (SFTConfig, DPOConfig, ...), checked against it.
+    """
+
+    kind: Literal["sft", "dpo", "online_dpo", "grpo", "rloo"]
+    init_from: str | None = None
+    data_from: str | None = None
+    accelerate_config: str = "cpu"
+    trainer: dict[str, Any] = {}
+
+
+class DataStage(StageBase):
+    """MR-guided conversation synthesis (the CollabLLM data engine).
+
+    Attributes:
+        candidates: Candidate responses sampled per assistant turn.
+        strategies: Candidate strategies cycled over the candidates: `sample`, `proactive`, `ask`, `answer`.
+        max_turns: Assistant turns per conversation before it stops.
+        min_gap: DPO pairs whose MR gap is below this are dropped.
+        eval_fraction: Share of conversations held out as the evaluation split (split by conversation).
+    """
+
+    kind: Literal["data"]
+    candidates: int = Field(4, ge=2)
+    strategies: list[Literal["sample", "proactive", "ask", "answer"]] = ["sample", "proactive", "ask", "answer"]
+    max_turns: int = Field(4, ge=1)
+    min_gap: float = Field(0.05, ge=0)
+    eval_fraction: float = Field(0.1, ge=0, lt=1)
+
+
+class EvalStage(StageBase):
+    """Evaluation of models on held-out tasks.
+
+    Attributes:
+        models: Models to compare: names, paths, or names of earlier training stages.
+        runs: Conversations per task, with different seeds.
+        mode: Lost-in-Conversation mode: `sharded` (facts revealed over turns), `full` (the goal at once) or
+            `concat` (all shards in one message).
+    """
+
+    kind: Literal["eval"]
+    models: list[str] = []
+    runs: int = Field(1, ge=1)
+    mode: Literal["sharded", "full", "concat"] = "sharded"
+
+
+Stage = Annotated[Union[TrainerStage, DataStage, EvalStage], Field(discriminator="kind")]
+
+
+class Recipe(Section):
+    """A complete run description: model, tasks, simulated user, reward, tracking and the stages to run in order."""
+
+    name: str = "run"
+    seed: int = 0
+    output_dir: str = "runs/{name}"
+    model: ModelConfig = ModelConfig()
+    policy: BackendConfig = BackendConfig()
+    tasks: TasksConfig = TasksConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    judge: JudgeConfig = JudgeConfig()
+    reward: RewardConfig = RewardConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    stages: list[Stage] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        labels = [s.label for s in self.stages]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"stage names must be unique; give `name:` to the stages called {duplicates}")
+        for i, stage in enumerate(self.stages):
+            if isinstance(stage, TrainerStage):
+                for ref in (stage.init_from, stage.data_from):
+                    if ref is not None and ref not in labels[:i]:
+                        raise ValueError(
+                            f"stage '{stage.label}' refers to '{ref}', which is not an earlier stage ({labels[:i]})"
+                        )
+        if self.reward.interactivity == "judge" and self.judge.backend is None:
+            raise ValueError("reward.interactivity is 'judge' but judge.backend is empty; set it or use 'elicitation'")
+        return self
+
+    def stage(self, label: str) -> StageBase:
+        for s in self.stages:
+            if s.label == label:
+                return s
+        raise CollabError(f"no stage named '{label}'", fix=f"use one of {[s.label for s in self.stages]}.")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir.format(name=self.name))
+
+
+# --- trainer arguments -------------------------------------------------------------------------------------------
+
+TRAINER_CONFIGS = {
+    "sft": ("trl", "SFTConfig"),
+    "dpo": ("trl", "DPOConfig"),
+    "online_dpo": ("trl.experimental.online_dpo", "OnlineDPOConfig"),
+    "grpo": ("trl", "GRPOConfig"),
+    "rloo": ("trl", "RLOOConfig"),
+}
+# Validation checks keys and types, not this machine's hardware: a GPU recipe must validate on a laptop.
+_HARDWARE_NEUTRAL = {"bf16": False, "fp16": False, "use_cpu": True, "tf32": None}
+
+
+def trainer_config_class(kind: str) -> type:
+    import importlib
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    module, name = TRAINER_CONFIGS[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _field_adapters(cls: type) -> dict[str, TypeAdapter | None]:
+    import dataclasses
+
+    hints = typing.get_type_hints(cls)
+    adapters: dict[str, TypeAdapter | None] = {}
+    for f in dataclasses.fields(cls):
+        try:
+            adapters[f.name] = TypeAdapter(hints[f.name])
+        except Exception:  # exotic annotations: the config's own __post_init__ still checks them
+            adapters[f.name] = None
+    return adapters
+
+
+def check_trainer_args(kind: str, args: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems with a stage's `trainer` arguments as (key, message); empty when the TRL config accepts them."""
+    cls = trainer_config_class(kind)
+    adapters = _field_adapters(cls)
+    problems: list[tuple[str, str]] = []
+    for key, value in args.items():
+        if key not in adapters:
+            close = difflib.get_close_matches(key, list(adapters), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append((key, f"is not an argument of {cls.__name__}{hint}"))
+        elif key == "output_dir":
+            problems.append((key, "is set by collab (the stage's folder in the run directory); remove it"))
+        elif adapters[key] is not None:
+            try:
+                adapters[key].validate_python(value)
+            except ValidationError as e:
+                problems.append((key, f"has the wrong type for {cls.__name__}: {e.errors()[0]['msg']}"))
+    if problems:
+        return problems
+    try:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cls(output_dir=tmp, **{**args, **_HARDWARE_NEUTRAL})
+    except (TypeError, ValueError) as e:
+        problems.append(("", f"{cls.__name__} rejects these arguments: {e}"))
+    return problems
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+
+
+def _split_path(path: str) -> list[str]:
+    return [p for p in path.split(".") if p]
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply `a.b.c=value` to the raw recipe; the value is parsed as YAML (`3`, `true`, `[1, 2]`, `null`).
+
+    A list element is addressed by index (`stages.1.trainer.beta=0.2`) or, for stages, by name (`stages.dpo...`).
+    """
+    if "=" not in assignment:
+        raise CollabError(f"--set '{assignment}' has no '='", fix="write --set key.path=value.")
+    path, _, text = assignment.partition("=")
+    keys = _split_path(path.strip())
+    if not keys:
+        raise CollabError(f"--set '{assignment}' names no key", fix="write --set key.path=value.")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CollabError(f"--set {path}: the value is not valid YAML ({e})", fix="quote it.") from None
+    node: Any = raw
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            index = _list_index(node, key, ".".join(keys[: depth + 1]))
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+            continue
+        if not isinstance(node, dict):
+            raise CollabError(
+                f"--set {path}: '{'.'.join(keys[:depth])}' is a value, not a section", fix="check the key path."
+            )
+        if last:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {})
+
+
+def _list_index(node: list[Any], key: str, shown: str) -> int:
+    if key.lstrip("-").isdigit():
+        index = int(key)
+        if -len(node) <= index < len(node):
+            return index
+        raise CollabError(f"--set {shown}: index out of range (the list has {len(node)} items)")
+    for i, item in enumerate(node):
+        if isinstance(item, dict) and (item.get("name") or item.get("kind")) == key:
+            return i
+    raise CollabError(f"--set {shown}: no list item named '{key}'", fix="use its index or its name.")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe. Any problem is a CollabError naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (it is a directory)" if path.is_dir() else ""
+        raise CollabError(f"recipe file {path} does not exist{hint}", fix="give the path of a .yaml recipe "
+                          "(`collab recipes list` shows the shipped ones).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CollabError(f"{path} is not valid UTF-8 (byte {e.start})", fix="save the recipe as UTF-8.") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CollabError(f"{path} is not valid YAML: {e}", fix="correct the YAML syntax at that line.") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise CollabError(f"{path} must hold a mapping of sections, not a {type(raw).__name__}",
+                          fix="start the file with keys such as `name:`, `model:`, `stages:`.")
+    raw.setdefault("name", path.stem)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate_recipe(raw, source=str(path))
+
+
+def validate_recipe(raw: dict[str, Any], *, source: str = "<recipe>") -> Recipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise CollabError(format_validation_error(e, source)) from None
+    problems = []
+    for i, stage in enumerate(recipe.stages):
+        if isinstance(stage, TrainerStage):
+            for key, message in check_trainer_args(stage.kind, stage.trainer):
+                where = f"stages.{i}.trainer" + (f".{key}" if key else "")
+                problems.append(f"'{where}' (stage '{stage.label}') {message}")
+    if problems:
+        raise CollabError(f"{source}: " + "; ".join(problems).rstrip("?.") + ".",
+                          fix="see the TRL documentation of that config class for valid arguments.")
+    return recipe
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    parts = []
+    for item in error.errors():
+        loc = [str(p) for p in item["loc"]]
+        shown = _display_path(loc)
+        if item["type"] == "extra_forbidden":
+            valid = _valid_keys(loc[:-1])
+            close = difflib.get_close_matches(loc[-1], valid, n=1)
+            parent = _display_path(loc[:-1])
+            hint = f" (did you mean '{parent + '.' if parent else ''}{close[0]}'?)" if close else ""
+            parts.append(f"unknown key '{shown}'{hint}; valid keys here: {', '.join(valid)}")
+        elif item["type"] == "missing":
+            parts.append(f"'{shown}' is required")
+        else:
+            got = item.get("input")
+            got_text = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+            parts.append(f"'{shown or '(top level)'}': {item['msg']} (got {got_text[:80]})")
+    return f"{source}: invalid recipe: " + "; ".join(parts).rstrip(".") + "."
+
+
+_STAGE_KINDS = {"sft", "dpo", "online_dpo", "grpo", "rloo", "data", "eval"}
+
+
+def _display_path(loc: list[str]) -> str:
+    # pydantic puts the discriminator value of a tagged union in the location: stages.0.dpo.trainer -> stages.0.trainer
+    shown = [p for i, p in enumerate(loc) if not (p in _STAGE_KINDS and i > 0 and loc[i - 1].isdigit())]
+    return ".".join(shown)
+
+
+def _valid_keys(loc: list[str]) -> list[str]:
+    model: Any = Recipe
+    for i, part in enumerate(loc):
+        if part.isdigit() or model is None:
+            continue
+        if part in _STAGE_KINDS and i > 0 and loc[i - 1].isdigit():
+            model = {"data": DataStage, "eval": EvalStage}.get(part, TrainerStage)
+            continue
+        field = model.model_fields.get(part)
+        model = _section_of(field.annotation) if field else None
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def save_resolved(recipe: Recipe, run_dir: Path) -> Path:
+    """Write the fully resolved recipe into the run directory (atomically), so a resume uses exactly it."""
+    from collab.io import atomic_write_text
+
+    target = run_dir / "recipe.resolved.yaml"
+    atomic_write_text(target, dump_recipe(recipe))
+    return target
+
+
+def recipes_root() -> Path:
+    """The shipped recipes/ folder (next to the package in a source checkout), else ./recipes."""
+    shipped = Path(__file__).resolve().parent.parent / "recipes"
+    return shipped if shipped.is_dir() else Path("recipes")

@@ -1,0 +1,141 @@
+"""Recipes: schema validation with the file, key path and closest valid key; overrides; resolved recipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from collab.config import Recipe, TrainerStage, load_recipe, recipes_root, save_resolved
+from collab.errors import CollabError
+
+
+def write(tmp_path: Path, data: object, name: str = "r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def error_of(path: Path, overrides: tuple[str, ...] = ()) -> str:
+    with pytest.raises(CollabError) as info:
+        load_recipe(path, overrides)
+    return str(info.value)
+
+
+def test_empty_recipe_gets_documented_defaults(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, ""))
+    assert recipe.name == "r"
+    assert recipe.model.name == "smollm2-135m-instruct"
+    assert (recipe.reward.window, recipe.reward.samples, recipe.reward.token_mode) == (2, 3, "window")
+    assert recipe.run_dir == Path("runs/r")
+
+
+def test_misspelled_key_names_file_path_and_closest_key(tmp_path: Path) -> None:
+    path = write(tmp_path, {"reward": {"windw": 3}})
+    message = error_of(path)
+    assert str(path) in message
+    assert "'reward.windw'" in message
+    assert "did you mean 'reward.window'" in message
+
+
+def test_misspelled_top_level_section_suggests_the_section(tmp_path: Path) -> None:
+    assert "did you mean 'simulator'" in error_of(write(tmp_path, {"simulater": {"kind": "sharded"}}))
+
+
+def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, {"reward": {"samples": "three"}}))
+    assert "'reward.samples'" in message and "'three'" in message
+
+
+def test_unknown_stage_kind_lists_valid_kinds(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, {"stages": [{"kind": "ppo"}]}))
+    assert "'ppo'" in message and "'grpo'" in message
+
+
+def test_stage_key_misspelling_hides_the_union_tag_in_the_path(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, {"stages": [{"kind": "dpo", "trainr": {}}]}))
+    assert "'stages.0.trainr'" in message and "did you mean 'stages.0.trainer'" in message
+
+
+def test_trainer_arguments_are_checked_against_the_trl_config(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, {"stages": [{"kind": "dpo", "trainer": {"learnin_rate": 1e-5}}]}))
+    assert "stages.0.trainer.learnin_rate" in message
+    assert "DPOConfig" in message and "learning_rate" in message
+
+
+def test_trainer_argument_of_wrong_type_is_rejected(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, {"stages": [{"kind": "sft", "trainer": {"num_train_epochs": "many"}}]}))
+    assert "stages.0.trainer.num_train_epochs" in message and "SFTConfig" in message
+
+
+def test_gpu_only_trainer_flags_validate_on_a_cpu_machine(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, {"stages": [{"kind": "grpo", "trainer": {"bf16": True, "num_iterations": 2}}]}))
+    stage = recipe.stages[0]
+    assert isinstance(stage, TrainerStage) and stage.trainer == {"bf16": True, "num_iterations": 2}
+
+
+def test_output_dir_in_trainer_arguments_is_refused(tmp_path: Path) -> None:
+    assert "set by collab" in error_of(write(tmp_path, {"stages": [{"kind": "dpo", "trainer": {"output_dir": "x"}}]}))
+
+
+def test_stage_reference_must_name_an_earlier_stage(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, {"stages": [{"kind": "dpo", "init_from": "sft"}, {"kind": "sft"}]}))
+    assert "refers to 'sft'" in message
+
+
+def test_duplicate_stage_names_are_refused(tmp_path: Path) -> None:
+    assert "unique" in error_of(write(tmp_path, {"stages": [{"kind": "sft"}, {"kind": "sft"}]}))
+
+
+def test_llm_simulator_without_backend_is_refused(tmp_path: Path) -> None:
+    assert "needs `backend`" in error_of(write(tmp_path, {"simulator": {"kind": "llm"}}))
+
+
+def test_dotted_overrides_parse_yaml_values(tmp_path: Path) -> None:
+    path = write(tmp_path, {"stages": [{"kind": "data"}, {"kind": "dpo", "trainer": {"beta": 0.1}}]})
+    recipe = load_recipe(path, ["reward.window=3", "tracking.wandb=offline", "stages.dpo.trainer.beta=0.5",
+                                "stages.0.candidates=6"])
+    assert recipe.reward.window == 3
+    assert recipe.tracking.wandb == "offline"
+    assert recipe.stages[1].trainer == {"beta": 0.5}  # type: ignore[union-attr]
+    assert recipe.stages[0].candidates == 6  # type: ignore[union-attr]
+
+
+def test_override_of_unknown_key_fails_like_the_file_would(tmp_path: Path) -> None:
+    assert "did you mean 'reward.window'" in error_of(write(tmp_path, {}), ("reward.windows=3",))
+
+
+def test_override_without_equals_sign_is_explained(tmp_path: Path) -> None:
+    assert "has no '='" in error_of(write(tmp_path, {}), ("reward.window",))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("a: [1, 2", "not valid YAML"), ("- 1\n- 2\n", "must hold a mapping")],
+)
+def test_unreadable_recipe_files_are_explained(tmp_path: Path, content: str, expected: str) -> None:
+    assert expected in error_of(write(tmp_path, content))
+
+
+def test_missing_recipe_file_is_explained(tmp_path: Path) -> None:
+    assert "does not exist" in error_of(tmp_path / "nope.yaml")
+
+
+def test_invalid_utf8_recipe_is_explained(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"name: \xff\xfe\n")
+    assert "not valid UTF-8" in error_of(path)
+
+
+def test_resolved_recipe_round_trips(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, {"reward": {"window": 1}}), ["seed=7"])
+    saved = save_resolved(recipe, tmp_path / "run")
+    again = load_recipe(saved)
+    assert again.model_dump() == {**recipe.model_dump(), "name": recipe.name}
+    assert again.seed == 7 and again.reward.window == 1
+
+
+@pytest.mark.parametrize("path", sorted(recipes_root().rglob("*.yaml")), ids=lambda p: str(p.relative_to(recipes_root())))
+def test_every_shipped_recipe_validates(path: Path) -> None:
+    assert isinstance(load_recipe(path), Recipe)
