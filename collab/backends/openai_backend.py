@@ -272,6 +272,8 @@ class OpenAIBackend(Backend):
                     self.supports_response_format = True
                 retryable, wait_hint = self._classify(exc)
                 reason = self._reason(exc)
+                if not retryable and not isinstance(exc, openai.APIStatusError):
+                    log.warning("unexpected error from %s, not retried: %s", self.base_url, reason, exc_info=exc)
                 if not retryable or attempt >= self.max_retries:
                     suffix = f" (after {attempt + 1} attempts)" if retryable else ""
                     return Generation.failure(f"{reason}{suffix}")
@@ -383,6 +385,9 @@ class OpenAIBackend(Backend):
         if isinstance(exc, openai.APIStatusError):
             return f"{type(exc).__name__}: HTTP {exc.status_code} {str(exc.message)[:200]}"
         detail = str(exc)[:200] or "no detail"
+        cause = exc.__cause__
+        if isinstance(exc, openai.APIConnectionError) and cause is not None:
+            detail += f" ({type(cause).__name__}: {str(cause)[:120]})"  # the SDK's message alone says nothing
         return f"{type(exc).__name__}: {detail}"
 
     def _backoff(self, attempt: int, hint: float | None) -> float:

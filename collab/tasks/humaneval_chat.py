@@ -91,7 +91,8 @@ def entry_docstring(prompt: str, entry_point: str) -> str:
 
 
 _EXAMPLE_HEADER = re.compile(
-    r"^(for )?(examples?|examble)( \d+)?\s*:?$|^\[input/output\] samples:?$|^it must be implemented like this:?$",
+    r"^(for )?(examples?|examble)( \d+)?\s*:?$|^\[input/output\] samples:?$|^it must be implemented like this:?$"
+    r"|^task:?$",
     re.IGNORECASE,
 )
 _CONTINUATION = ("#", "Explanation", "Output", "Input", "->", "=>", "==>", "=", "return")
@@ -145,7 +146,7 @@ def _blocks(doc: str, entry_point: str) -> list[_Block]:
             continue
         if _starts_example(stripped, entry_point):
             close()
-            current = _Block("example", [stripped], _indent(line))
+            current = _Block("example", [re.sub(r"^[*-]\s+", "", stripped)], _indent(line))
             continue
         if current is not None and current.kind == "example" and (
             _indent(line) > current.indent
@@ -170,12 +171,39 @@ def _blocks(doc: str, entry_point: str) -> list[_Block]:
     return blocks
 
 
-def _is_structured(lines: list[str]) -> bool:
-    """A block whose line breaks carry meaning (lists, tables, definitions) is kept whole."""
-    return any(
-        _indent(line) > _indent(lines[0]) or re.match(r"^\s*([*-]|\d+\.)\s", line) or ":" == line.rstrip()[-1:]
-        for line in lines[1:]
-    )
+def _structured_start(lines: list[str]) -> int:
+    """Index of the line where a block's structured part (a list, table or definition, whose line breaks carry
+    meaning) begins: the start of the sentence that leads into it. len(lines) when the block is plain prose."""
+    for k, line in enumerate(lines):
+        if line.rstrip().endswith(":") and k + 1 < len(lines):
+            lead = k
+        elif k > 0 and (_indent(line) > _indent(lines[0]) or re.match(r"^\s*([*-]|\d+\.)\s", line)):
+            lead = k - 1
+        else:
+            continue
+        while lead > 0 and not re.search(r"[.!?]$", lines[lead - 1].rstrip()):
+            lead -= 1
+        return lead
+    return len(lines)
+
+
+_ABBREVIATIONS = frozenset({"e.g.", "i.e.", "etc.", "vs.", "approx."})
+
+
+def _split_sentences(text: str) -> list[str]:
+    """Split after . ! ? and whitespace, except after an abbreviation or before a lowercase word that follows
+    an ellipsis."""
+    out: list[str] = []
+    start = 0
+    for match in re.finditer(r"[.!?]\s+", text):
+        token = text[start : match.start() + 1].split()[-1]
+        following = text[match.end() : match.end() + 1]
+        if token.lower() in _ABBREVIATIONS or (token.endswith("..") and not following.isupper()):
+            continue
+        out.append(text[start : match.start() + 1].strip())
+        start = match.end()
+    out.append(text[start:].strip())
+    return [sentence for sentence in out if sentence]
 
 
 def _sentences(lines: list[str]) -> list[str]:
@@ -192,10 +220,7 @@ def _sentences(lines: list[str]) -> list[str]:
             buffer = f"{buffer} {text}".strip()
     if buffer:
         sentences.append(buffer)
-    out: list[str] = []
-    for sentence in sentences:
-        out.extend(p.strip() for p in re.split(r"(?<=[.!?])\s+(?=[A-Z\"'(])", sentence) if p.strip())
-    return out
+    return [piece for sentence in sentences for piece in _split_sentences(sentence)]
 
 
 def shard_docstring(doc: str, entry_point: str) -> tuple[str, list[str]]:
@@ -207,14 +232,16 @@ def shard_docstring(doc: str, entry_point: str) -> tuple[str, list[str]]:
         if block.kind == "example":
             facts.append("\n".join(block.lines))
             continue
-        if not _is_structured(block.lines):
-            pieces = _sentences(block.lines)
-        elif intent:
-            pieces = [textwrap.dedent("\n".join(block.lines)).strip()]
-        else:  # the intent is the first sentence of the first line; the rest of the block stays one piece
-            first, *rest = _sentences(block.lines[:1])
-            remainder = textwrap.dedent("\n".join([" ".join(rest), *block.lines[1:]])).strip()
-            pieces = [first, remainder] if remainder else [first]
+        cut = _structured_start(block.lines)
+        prose, structured = block.lines[:cut], block.lines[cut:]
+        pieces = _sentences(prose) if prose else []
+        if structured and not intent and not pieces:
+            # The block opens with its structured part: the intent is the first sentence of the first line.
+            first, *rest = _sentences(structured[:1])
+            pieces = [first]
+            structured = [" ".join(rest), *structured[1:]] if rest else structured[1:]
+        if any(line.strip() for line in structured):
+            pieces.append(textwrap.dedent("\n".join(structured)).strip())
         for piece in pieces:
             if not intent:
                 intent = piece
@@ -228,13 +255,16 @@ _IMPERATIVES = frozenset(
     "find flip generate get give implement insert make parse remove replace return reverse round sort split sum "
     "take test tell validate".split()
 )
-_SELF_REFERENCE = [
-    r"^(?:please )?(?:write|create|implement|complete) (?:a|the) (?:python )?function(?: {name}(?:\(\))?)?"
-    r"(?: that| which)?\s+",
-    r"^your (?:task|job) is to (?:write|implement|create) a function (?:that|which)\s+",
-    r"^(?:this|the) function\s+(?:that\s+|which\s+)?",
-    r"^{name}(?: is a function)?(?: that| which)?\s+",
-    r"^a simple program which\s+",
+_SELF_REFERENCE: list[tuple[str, re.RegexFlag]] = [
+    (r"^(?:please )?(?:write|create|implement|complete) (?:a|the) (?:python )?function(?: {name}(?:\(\))?)?"
+     r"(?: that| which)?\s+", re.IGNORECASE),
+    (r"^(?:your (?:task|job) is|you (?:have|need)) to (?:write|implement|create) a function (?:that|which)\s+",
+     re.IGNORECASE),
+    (r"^(?:this|the) function\s+(?:that\s+|which\s+)?", re.IGNORECASE),
+    # The function's own name starts the sentence ("sum_to_n is a function that sums ..."): case matters, or
+    # "Add two numbers" would read as the name `add`.
+    (r"^{name}(?: is a function)?(?: that| which)?\s+", re.NOFLAG),
+    (r"^a simple program which\s+", re.IGNORECASE),
 ]
 
 
@@ -263,8 +293,8 @@ def opening_request(entry_point: str, intent: str) -> str:
     text = re.sub(r"\s+", " ", intent).strip().strip('"').rstrip(" .!?:;,")
     if not text:
         return f"{ask}?"
-    for pattern in _SELF_REFERENCE:
-        match = re.match(pattern.format(name=re.escape(entry_point)), text, re.IGNORECASE)
+    for pattern, flags in _SELF_REFERENCE:
+        match = re.match(pattern.format(name=re.escape(entry_point)), text, flags)
         if match and text[match.end():]:
             rest = text[match.end():]
             return f"{ask} that {_clause(rest) or rest}?"
