@@ -28,7 +28,8 @@ from collab.tasks.registry import register_task_set, unsupported_split
 
 NAME = "clarify-math"
 DEFAULT_SIZES: dict[str, int] = {"train": 256, "test": 64}
-_MAX_ATTEMPTS_PER_TASK = 2000
+_ATTEMPTS_PER_SHAPE = 300
+"""Draws tried for one (template, steps) before moving to the next; only very large limits exhaust a shape."""
 
 Op = Literal["+", "-", "*", "/"]
 T = TypeVar("T")
@@ -67,7 +68,6 @@ class _Retry(Exception):
 class _Person:
     name: str
     he: str
-    him: str
     his: str
 
     @property
@@ -80,7 +80,7 @@ class _Person:
 
 
 def _people(*specs: str) -> tuple[_Person, ...]:
-    pronouns = {"f": ("she", "her", "her"), "m": ("he", "him", "his")}
+    pronouns = {"f": ("she", "her"), "m": ("he", "his")}
     return tuple(_Person(spec[2:], *pronouns[spec[0]]) for spec in specs)
 
 
@@ -132,7 +132,7 @@ def _fruit_boxes(rng: random.Random, steps: int) -> Story:
 def _weekly_savings(rng: random.Random, steps: int) -> Story:
     p = _pick(rng, _TRAIN_PEOPLE)
     item = _pick(rng, ("bike helmet", "video game", "pair of shoes", "board game", "backpack"))
-    weekly, weeks = rng.randint(3, 25), rng.randint(2, 12)
+    weekly, weeks = rng.randint(3, 40), rng.randint(2, 15)
     spent = _less_than(rng, weekly * weeks)
     gift = rng.randint(5, 50)
     parts: list[tuple[Op, Quantity]] = [
@@ -145,12 +145,13 @@ def _weekly_savings(rng: random.Random, steps: int) -> Story:
         2: f"How many dollars does {p.name} have left?",
         3: f"How many dollars does {p.name} have in the end?",
     }[steps]
-    return Story(Quantity("weekly", weekly, f"{p.name} saves {weekly} dollars every week."), tuple(parts[:steps]), question)
+    setup = Quantity("weekly", weekly, f"{p.name} saves {weekly} dollars every week.")
+    return Story(setup, tuple(parts[:steps]), question)
 
 
 def _bakery_trays(rng: random.Random, steps: int) -> Story:
     pastry = _pick(rng, ("croissants", "muffins", "bagels", "cinnamon rolls", "scones"))
-    trays, per_tray = rng.randint(2, 8), rng.randint(6, 12)
+    trays, per_tray = rng.randint(2, 12), rng.randint(4, 24)
     total = trays * per_tray
     bag = rng.randint(2, 6)
     sold = _quotient_ready(rng, total, bag) if steps == 3 else _less_than(rng, total)
@@ -169,7 +170,7 @@ def _bakery_trays(rng: random.Random, steps: int) -> Story:
 
 
 def _classroom_teams(rng: random.Random, steps: int) -> Story:
-    rooms, per_room = rng.randint(2, 6), rng.randint(8, 30)
+    rooms, per_room = rng.randint(2, 9), rng.randint(8, 35)
     team = rng.randint(3, 8)
     club = rng.randint(2, 20)
     if steps == 3:
@@ -240,7 +241,7 @@ def _book_pages(rng: random.Random, steps: int) -> Story:
 
 
 def _train_seats(rng: random.Random, steps: int) -> Story:
-    carriages, seats = rng.randint(3, 10), rng.randint(20, 60)
+    carriages, seats = rng.randint(3, 12), rng.randint(20, 80)
     first = _less_than(rng, carriages * seats, low=5)
     second = _less_than(rng, carriages * seats - first, low=5)
     parts: list[tuple[Op, Quantity]] = [
@@ -255,7 +256,7 @@ def _train_seats(rng: random.Random, steps: int) -> Story:
 def _marble_jars(rng: random.Random, steps: int) -> Story:
     p = _pick(rng, _TRAIN_PEOPLE)
     sibling = _pick(rng, ("brother", "sister", "cousin"))
-    start, won = rng.randint(10, 60), rng.randint(2, 30)
+    start, won = rng.randint(10, 90), rng.randint(2, 40)
     jar = rng.randint(3, 9)
     given = _quotient_ready(rng, start + won, jar) if steps == 3 else _less_than(rng, start + won)
     parts: list[tuple[Op, Quantity]] = [
@@ -274,7 +275,7 @@ def _marble_jars(rng: random.Random, steps: int) -> Story:
 
 def _warehouse_crates(rng: random.Random, steps: int) -> Story:
     drink = _pick(rng, ("lemonade", "mineral water", "apple juice", "iced tea"))
-    crates, per_crate = rng.randint(3, 12), rng.randint(6, 24)
+    crates, per_crate = rng.randint(2, 15), rng.randint(6, 30)
     shops = rng.randint(2, 7)
     broken = _quotient_ready(rng, crates * per_crate, shops) if steps == 3 else _less_than(rng, crates * per_crate)
     parts: list[tuple[Op, Quantity]] = [
@@ -293,7 +294,7 @@ def _warehouse_crates(rng: random.Random, steps: int) -> Story:
 
 def _cycling_trip(rng: random.Random, steps: int) -> Story:
     p = _pick(rng, _TEST_PEOPLE)
-    speed, hours = rng.randint(8, 25), rng.randint(2, 6)
+    speed, hours = rng.randint(8, 30), rng.randint(2, 8)
     further, days = rng.randint(3, 40), rng.randint(2, 7)
     parts: list[tuple[Op, Quantity]] = [
         ("*", Quantity("hours", hours, f"The morning ride lasts {hours} hours.")),
@@ -310,7 +311,7 @@ def _cycling_trip(rng: random.Random, steps: int) -> Story:
 
 
 def _concert_tickets(rng: random.Random, steps: int) -> Story:
-    balconies, seats = rng.randint(2, 6), rng.randint(15, 50)
+    balconies, seats = rng.randint(2, 8), rng.randint(12, 60)
     reserved = _less_than(rng, balconies * seats, high=30)
     price = rng.randint(12, 90)
     parts: list[tuple[Op, Quantity]] = [
@@ -329,7 +330,7 @@ def _concert_tickets(rng: random.Random, steps: int) -> Story:
 
 def _factory_toys(rng: random.Random, steps: int) -> Story:
     toy = _pick(rng, ("toy cars", "wooden trains", "rubber ducks", "spinning tops"))
-    rate, hours = rng.randint(10, 40), rng.randint(2, 9)
+    rate, hours = rng.randint(10, 60), rng.randint(2, 10)
     carton = rng.randint(4, 12)
     rejected = _quotient_ready(rng, rate * hours, carton) if steps == 3 else _less_than(rng, rate * hours)
     parts: list[tuple[Op, Quantity]] = [
@@ -420,25 +421,24 @@ def generate(split: str, count: int, seed: int = 0) -> list[Task]:
     """`count` distinct problems of one split, deterministic in (split, seed).
 
     Task i is underspecified when i is even and complete when odd; templates rotate every two tasks and the step
-    count rises 1 -> 2 -> 3 after each full rotation, so any prefix is balanced. Task i depends only on the tasks
-    before it, so a smaller count gives a prefix of a larger one.
+    count rises 1 -> 2 -> 3 after each full rotation, so any prefix is balanced. When a (template, steps) shape has
+    no unused problem left (only for counts far above the defaults), the next shape in rotation order stands in.
+    Task i depends only on the tasks before it, so a smaller count gives a prefix of a larger one.
     """
     family = templates_for(split)
+    shapes = [(template, steps) for steps in (1, 2, 3) for template in family]
     rng = random.Random(f"{NAME}:{split}:{seed}")
     tasks: list[Task] = []
     seen_goals: set[str] = set()
     for i in range(count):
-        template = family[(i // 2) % len(family)]
-        steps = 1 + (i // (2 * len(family))) % 3
-        for _ in range(_MAX_ATTEMPTS_PER_TASK):
-            try:
-                task = _make_task(template.build(rng, steps), template, steps, i % 2 == 0,
-                                  f"{NAME}-{split}-{i:05d}", rng)
-            except _Retry:
-                continue
-            if task.goal not in seen_goals:
+        scheduled = (i // 2) % len(family) + len(family) * ((i // (2 * len(family))) % 3)
+        task = None
+        for offset in range(len(shapes)):
+            template, steps = shapes[(scheduled + offset) % len(shapes)]
+            task = _draw_unique(rng, template, steps, i % 2 == 0, f"{NAME}-{split}-{i:05d}", seen_goals)
+            if task is not None:
                 break
-        else:
+        if task is None:
             raise CollabError(
                 f"could not generate {count} distinct {split} problems (stopped at {i})",
                 where="tasks.limit",
@@ -447,6 +447,19 @@ def generate(split: str, count: int, seed: int = 0) -> list[Task]:
         seen_goals.add(task.goal)
         tasks.append(task)
     return tasks
+
+
+def _draw_unique(
+    rng: random.Random, template: Template, steps: int, underspecified: bool, task_id: str, seen: set[str]
+) -> Task | None:
+    for _ in range(_ATTEMPTS_PER_SHAPE):
+        try:
+            task = _make_task(template.build(rng, steps), template, steps, underspecified, task_id, rng)
+        except _Retry:
+            continue
+        if task.goal not in seen:
+            return task
+    return None
 
 
 @register_task_set(NAME)

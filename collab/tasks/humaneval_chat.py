@@ -351,5 +351,5 @@ def build_humaneval_chat(split: str, limit: int | None, seed: int) -> list[Task]
     if split not in ("train", "test", "all"):
         raise unsupported_split(NAME, split, ("train", "test", "all"))
     tasks = _all_tasks()
-    chosen = [tasks[n] for n in split_numbers(split)]
+    chosen = [tasks[n].model_copy(deep=True) for n in split_numbers(split)]  # callers may edit metadata
     return chosen[:limit] if limit is not None else chosen

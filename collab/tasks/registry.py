@@ -70,8 +70,8 @@ def load_task_set(spec: str, *, split: str = "train", limit: int | None = None, 
         tasks = load_tasks_jsonl(path)
         return tasks[:limit] if limit is not None else tasks
     if builder is None:
-        close = difflib.get_close_matches(spec, list_task_sets(), n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        close = difflib.get_close_matches(spec, list_task_sets(), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise CollabError(
             f"unknown task set {spec!r}",
             where="tasks.name",
