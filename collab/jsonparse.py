@@ -81,8 +81,9 @@ def _candidates(text: str) -> Iterator[str]:
 
 def _type_name(expected: SchemaType) -> str:
     types = expected if isinstance(expected, tuple) else (expected,)
-    names = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
-    return " or ".join(names.get(t, "null" if t is type(None) else t.__name__) for t in types)
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
+             dict: "an object", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
 
 
 def _matches(value: Any, expected: SchemaType) -> bool:
@@ -110,12 +111,12 @@ def validate(obj: dict[str, Any], required: Schema, optional: Schema | None = No
             raise JSONParseError(f"missing key {key!r}")
         if not _matches(obj[key], expected):
             raise JSONParseError(
-                f"key {key!r} must be a {_type_name(expected)}, got {type(obj[key]).__name__} {obj[key]!r:.40}"
+                f"key {key!r} must be {_type_name(expected)}, got {type(obj[key]).__name__} {obj[key]!r:.40}"
             )
     for key, expected in (optional or {}).items():
         if key in obj and not _matches(obj[key], expected):
             raise JSONParseError(
-                f"key {key!r} must be a {_type_name(expected)}, got {type(obj[key]).__name__} {obj[key]!r:.40}"
+                f"key {key!r} must be {_type_name(expected)}, got {type(obj[key]).__name__} {obj[key]!r:.40}"
             )
 
 

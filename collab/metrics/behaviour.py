@@ -4,24 +4,26 @@ Over-asking matters as much as under-asking (an assistant that always asks looks
 the ask rate on underspecified tasks is always reported beside the false-ask rate on complete ones.
 
 Which facts the user has revealed is tracked here too, because behaviour, the elicitation proxy and the scripted
-simulator must agree on it. A simulator that knows exactly what it revealed can pass that record instead
-(`revealed_facts_per_turn`); otherwise facts are found in the user turns by text (see `fact_in_text`).
+simulator must agree on it. Facts are found in the user turns by text (see `fact_in_text`); a simulator that knows
+what it revealed can add its record (`revealed_facts_per_turn`), which catches paraphrases text matching misses.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from collab.chat import Conversation
 from collab.metrics.base import MetricResult
 from collab.metrics.dialogue_acts import classify_turn
 from collab.tasks.record import Task
 
-# One entry per user turn: the fact indices first revealed in that turn (an int or None are accepted as the
-# one-fact-per-turn record a simulator writes into UserTurn.info).
-RevealRecord = Sequence[Iterable[int] | int | None]
+# A simulator's account of what it revealed, one entry per user turn it produced: an int or None (the fact that
+# turn revealed, as in UserTurn.info["fact_index"]), an iterable of ints, or the UserTurn.info dict itself (its
+# "fact_index" is read; the rollout engine's `user_info` list can be passed as is).
+RevealRecord = Sequence[Mapping[str, Any] | Iterable[int] | int | None]
 
 _STOPWORDS = frozenset(
     """a an the and or but if then else of to in on at by for with from into onto about as is are was were be been
@@ -73,30 +75,42 @@ def fact_in_text(fact: str, text: str) -> bool:
     return len(fact_terms & text_terms) / len(fact_terms) >= 0.75
 
 
+def _recorded_indices(entry: Mapping[str, Any] | Iterable[int] | int | None) -> list[int]:
+    if entry is None:
+        return []
+    if isinstance(entry, Mapping):
+        index = entry.get("fact_index")
+        return [index] if isinstance(index, int) and not isinstance(index, bool) else []
+    if isinstance(entry, int):
+        return [entry]
+    return [i for i in entry if isinstance(i, int)]
+
+
 def revealed_per_user_turn(
     task: Task, conversation: Conversation, record: RevealRecord | None = None
 ) -> list[list[int]]:
     """For each user turn, in order, the fact indices first revealed in it.
 
-    With `record` (one entry per user turn) the simulator's own account is used; it must have one entry per user
-    turn, otherwise the record belongs to another conversation and a ValueError says so.
+    Facts are found in the text of each user turn (`fact_in_text`); a simulator `record` adds what text matching
+    cannot see (a paraphrase). The record may cover only the last user turns (a rollout records the turns it
+    produced, not the history before it), so it is aligned to the end of the conversation after dropping trailing
+    entries that reveal nothing (a final turn that ended the chat without a message). A record that still has
+    more entries than there are user turns belongs to another conversation: ValueError.
     """
     user_texts = [m["content"] for m in conversation if m["role"] == "user"]
-    if record is not None:
-        if len(record) != len(user_texts):
-            raise ValueError(f"revealed record has {len(record)} entries for {len(user_texts)} user turns")
-        seen: set[int] = set()
-        out: list[list[int]] = []
-        for entry in record:
-            indices = [] if entry is None else [entry] if isinstance(entry, int) else list(entry)
-            fresh = [i for i in indices if i not in seen and 0 <= i < len(task.facts)]
-            seen.update(fresh)
-            out.append(fresh)
-        return out
-    seen = set()
-    out = []
-    for text in user_texts:
-        fresh = [i for i, fact in enumerate(task.facts) if i not in seen and fact_in_text(fact, text)]
+    recorded = [_recorded_indices(e) for e in record] if record is not None else []
+    while recorded and not recorded[-1]:
+        recorded.pop()
+    if len(recorded) > len(user_texts):
+        raise ValueError(f"revealed record has {len(recorded)} entries for {len(user_texts)} user turns")
+    offset = len(user_texts) - len(recorded)
+    seen: set[int] = set()
+    out: list[list[int]] = []
+    for k, text in enumerate(user_texts):
+        found = {i for i, fact in enumerate(task.facts) if fact_in_text(fact, text)}
+        if k >= offset:
+            found.update(i for i in recorded[k - offset] if 0 <= i < len(task.facts))
+        fresh = sorted(found - seen)
         seen.update(fresh)
         out.append(fresh)
     return out

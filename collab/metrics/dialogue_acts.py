@@ -13,14 +13,17 @@ into sentences (at . ! ? and line breaks). A sentence asks the user when:
       non-question text (a question in the middle of an explanation, not put to the user).
   Q2. it contains a request phrase, with or without '?': "could/can/would you", "please provide/specify/clarify/
       tell/confirm/share/...", "tell me", "let me know what/which/how/...", "I need to know", "I need more
-      information/details". Closing invitations ("let me know if you have questions", "feel free to ...") are not requests.
+      information/details". Closing invitations ("let me know if you have questions", "feel free to ...") are
+      not requests.
 
 Answer attempts (`is_answer_attempt`) depend on the task kind; question sentences are ignored in every case,
 since "Is the answer 12?" attempts nothing:
-  math: a \\boxed{} value or an explicit "the answer is / final answer" (always an attempt); or a concluding value
-        ("so/therefore/thus/in total ... 12", "... = 12" in the last sentence, "12 apples in total") whose number
-        is not merely one of the numbers stated in the task (goal, opening, facts), so restating the givens ("So
-        you have 3 boxes") is not an attempt; or a very short reply that is just a number ("12 apples").
+  math: (1) a \\boxed{} value or an explicit "the answer is / final answer / answer:" (always an attempt);
+        (2) an answer marked the way the task scorer reads it (`extract_final_answer` without its last-number
+        fallback, e.g. "#### 12"); (3) a concluding value: a number after "so/therefore/thus/in total/total", after
+        "=", or before "in total/altogether"; (4) a closing statement with a number. In (2)-(4) the number must not
+        be one the task states (goal, opening, facts), so restating the givens ("So you have 3 boxes") is no
+        attempt. (5) A very short reply that is just a number ("12 apples") is an attempt whatever the number.
   code: a fenced code block (not a shell or output block) or an unfenced `def`/`class` with at least one
         substantive line: a signature with only `pass`, `...`, comments or a docstring is a stub, not an attempt.
   doc:  a drafted document: at least min(120, max(40, half the reference's words)) words of non-question text,
@@ -142,7 +145,7 @@ def _is_asking_question(sents: list[str], i: int) -> bool:
     if _PLEASANTRY.search(sent):
         return False
     following = sents[i + 1 :]
-    if following and _SELF_ANSWER.match(following[0]):
+    if following and _SELF_ANSWER.match(following[0]) and not following[0].endswith("?"):
         return False
     addresses_user = bool(_SECOND_PERSON.search(sent))
     if not addresses_user and _FIRST_PLURAL.search(sent):
@@ -190,16 +193,40 @@ def task_numbers(task: Task) -> set[str]:
     return {_normalise_number(n) for n in _NUMBER_RE.findall(text)}
 
 
+# Numbers that label parts of a solution ("Step 2", "Case 1") are never results.
+_LABEL_NUMBER = re.compile(
+    r"\b(step|part|case|option|method|approach|question|problem|example|point|stage)\s*#?\d+", re.IGNORECASE
+)
+
+
+def _math_prose(text: str) -> str:
+    return _LABEL_NUMBER.sub(r"\1", _non_question_text(text).replace("**", ""))
+
+
+def _marked_answer(prose: str) -> str | None:
+    """The answer the task scorer would extract from explicit markers ("#### 12", "**Answer:** 12", a final
+    "= 12"), without its last-number fallback, which would turn any mention of a given into an attempt."""
+    try:
+        # Lazy: the scorer's extractor is optional here; without it the local markers above still apply.
+        from collab.metrics.extract import extract_final_answer
+    except ImportError:
+        return None
+    return extract_final_answer(prose, numeric_fallback=False)
+
+
 def states_math_result(task: Task, text: str) -> bool:
     """The strong math rules only: an explicit answer, or a concluding value that is not one of the givens.
 
     Also used to catch a simulated user who solves its own problem, where the weaker rules of
     `is_answer_attempt` (a bare number, a closing number) would flag a user merely replying "3 boxes".
     """
-    prose = _non_question_text(text)
+    prose = _math_prose(text)
     if _STRONG_MATH.search(prose):
         return True
     givens = task_numbers(task)
+    marked = _marked_answer(prose)
+    if marked is not None and _normalise_number(marked) not in givens:
+        return True
     for sent in sentences(prose):
         if _PLEASANTRY.search(sent):
             continue
@@ -215,7 +242,7 @@ def states_math_result(task: Task, text: str) -> bool:
 
 
 def _is_math_attempt(task: Task, text: str) -> bool:
-    prose = _non_question_text(text)
+    prose = _math_prose(text)
     if not prose.strip():
         return False
     if states_math_result(task, text):

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from collab.backends.base import Backend
+from collab.backends.base import Backend, Request
 from collab.chat import Conversation, Generation, SamplingParams
 from collab.jsonparse import JSONParseError, parse_json_object
 from collab.metrics.dialogue_acts import is_answer_attempt, states_math_result
@@ -120,7 +120,10 @@ class LLMSimulator(UserSimulator):
 
     Args:
         backend: The model playing the user.
-        params: Sampling parameters; defaults to temperature 1 (as in the paper), 512 new tokens, JSON mode.
+        max_turns: Most user messages in a conversation, the opening included; at the limit the user stops
+            (done, no text, reason "turn_limit") without a model call. None: no limit (the engine's own).
+        temperature: Sampling temperature of the user (1.0, as in the paper).
+        max_new_tokens: Room for the JSON object, thought included.
         max_reasks: Extra rounds for conversations whose turn was rejected.
         goal_coverage_threshold, min_goal_words, max_words: role-confusion thresholds (see `role_confusion`).
     """
@@ -131,7 +134,9 @@ class LLMSimulator(UserSimulator):
         self,
         backend: Backend,
         *,
-        params: SamplingParams | None = None,
+        max_turns: int | None = None,
+        temperature: float = 1.0,
+        max_new_tokens: int = 512,
         max_reasks: int = 2,
         goal_coverage_threshold: float = 0.5,
         min_goal_words: int = 12,
@@ -140,15 +145,23 @@ class LLMSimulator(UserSimulator):
         super().__init__()
         if max_reasks < 0:
             raise ValueError(f"max_reasks must be >= 0, got {max_reasks}")
+        if max_turns is not None and max_turns < 1:
+            raise ValueError(f"max_turns must be >= 1, got {max_turns}")
         self.backend = backend
-        self.params = (params or SamplingParams(temperature=1.0, max_new_tokens=512, json_mode=True)).with_(n=1)
+        self.max_turns = max_turns
+        self.params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, json_mode=True, n=1)
         self.max_reasks = max_reasks
         self.goal_coverage_threshold = goal_coverage_threshold
         self.min_goal_words = min_goal_words
         self.max_words = max_words
         self.stats: LLMSimulatorStats = LLMSimulatorStats()
 
-    def respond(self, batch: list[tuple[Task, Conversation]], seed: int = 0) -> list[UserTurn]:
+    def respond(self, batch: list[tuple[Task, Conversation]], seeds: list[int] | None = None) -> list[UserTurn]:
+        """One UserTurn per item. `seeds[i]` seeds item i's sample (re-asks derive new seeds from it); all items
+        of a round go to the backend as one batch of requests, whatever their seeds."""
+        if seeds is not None and len(seeds) != len(batch):
+            raise ValueError(f"{len(seeds)} seeds for {len(batch)} conversations")
+        item_seeds = list(seeds) if seeds is not None else [0] * len(batch)
         results: list[UserTurn | None] = [None] * len(batch)
         prompts: dict[int, Conversation] = {}
         for i, (task, transcript) in enumerate(batch):
@@ -160,10 +173,14 @@ class LLMSimulator(UserSimulator):
                     self.stats.turns += 1
                     continue
                 prompts[i] = opening_prompt(task)
-            else:
-                if turns[-1]["role"] != "assistant":
-                    raise ValueError(f"task {task.id}: the transcript must end with an assistant turn")
-                prompts[i] = respond_prompt(task, turns)
+                continue
+            if turns[-1]["role"] != "assistant":
+                raise ValueError(f"task {task.id}: the transcript must end with an assistant turn")
+            user_turns = sum(1 for m in turns if m["role"] == "user")
+            if self.max_turns is not None and user_turns >= self.max_turns:
+                results[i] = UserTurn(None, done=True, info={"reason": "turn_limit"})
+                continue
+            prompts[i] = respond_prompt(task, turns)
 
         pending = dict(prompts)
         last_error: dict[int, str] = {}
@@ -173,12 +190,13 @@ class LLMSimulator(UserSimulator):
             order = sorted(pending)
             if round_index:
                 self.stats.reasks += len(order)
-            params = self.params.with_(seed=_round_seed(seed, round_index))
-            replies = self.backend.generate([pending[i] for i in order], params)
+            requests = [
+                Request(pending[i], self.params.with_(seed=_round_seed(item_seeds[i], round_index))) for i in order
+            ]
+            replies = self.backend.generate_requests(requests)
             retry: dict[int, Conversation] = {}
-            for i, samples in zip(order, replies):
+            for i, gen in zip(order, replies):
                 task, transcript = batch[i]
-                gen = samples[0]
                 turn, error = self._interpret(task, gen, opening=not any(m["role"] != "system" for m in transcript))
                 if turn is not None:
                     turn.info["attempts"] = round_index + 1
@@ -197,7 +215,7 @@ class LLMSimulator(UserSimulator):
                 done=True,
                 info={"error": last_error[i], "failed": True, "attempts": self.max_reasks + 1},
             )
-        return [r for r in results if r is not None]
+        return [r if r is not None else UserTurn(None, done=True, info={"error": "no turn"}) for r in results]
 
     def _interpret(self, task: Task, gen: Generation, *, opening: bool) -> tuple[UserTurn | None, str | None]:
         """The user turn in `gen`, or (None, reason) after counting the failure in stats."""

@@ -15,8 +15,8 @@ The empty transcript gets the opening: `task.opening`, or the goal's first sente
 
 Stateless: which facts are revealed is read from the user turns of the transcript (see
 `collab.metrics.behaviour.fact_in_text`), so the same simulator serves any number of conversations and resumed
-runs. Deterministic: the wording is drawn from random.Random seeded by a SHA-256 of (seed, task id, user turn
-index), never from Python's per-process salted hash().
+runs. Deterministic: the wording is drawn from random.Random seeded by a SHA-256 of (the item's seed, task id, user
+turn index), never from Python's per-process salted hash().
 
 Correctness is only checked on turns that `is_answer_attempt` recognises, so a code sandbox runs only on turns
 that contain code. The check is injectable; by default it is `collab.metrics.task_score.is_correct`.
@@ -49,7 +49,7 @@ WRONG_ANSWER = (
     "Hmm, I don't think that's it. {fact}",
     "Not quite. One more thing: {fact}",
 )
-NUDGE = ("{fact}", "One more detail: {fact}", "Also: {fact}", "Oh, and {fact}")
+NUDGE = ("{fact}", "One more detail: {fact}", "Also: {fact}", "Something else you should know: {fact}")
 NUDGE_NO_FACTS = (
     "That's everything I know. Please give me your answer.",
     "Please go ahead and give me the final answer.",
@@ -77,6 +77,15 @@ def stable_seed(*parts: object) -> int:
     """A process-independent seed from `parts` (Python's hash() of a str changes with every interpreter)."""
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big")
+
+
+def item_seeds_for(batch: list[tuple[Task, Conversation]], seeds: list[int] | None) -> list[int]:
+    """One seed per batch item: `seeds` as given (it must match the batch), or 0 for every item."""
+    if seeds is None:
+        return [0] * len(batch)
+    if len(seeds) != len(batch):
+        raise ValueError(f"{len(seeds)} seeds for {len(batch)} conversations")
+    return list(seeds)
 
 
 def first_sentence(text: str) -> str:
@@ -135,8 +144,9 @@ class ShardedSimulator(UserSimulator):
         self.is_correct: CorrectnessCheck = is_correct or _default_is_correct
         self.stats: ShardedStats = ShardedStats()
 
-    def respond(self, batch: list[tuple[Task, Conversation]], seed: int = 0) -> list[UserTurn]:
-        out = [self._next(task, transcript, seed) for task, transcript in batch]
+    def respond(self, batch: list[tuple[Task, Conversation]], seeds: list[int] | None = None) -> list[UserTurn]:
+        item_seeds = item_seeds_for(batch, seeds)
+        out = [self._next(task, transcript, seed) for (task, transcript), seed in zip(batch, item_seeds)]
         self.stats.turns += sum(1 for t in out if t.text is not None)
         return out
 

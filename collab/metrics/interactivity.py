@@ -1,0 +1,228 @@
+"""Interactivity: did the assistant engage the user the way the need required.
+
+Two measures:
+  InteractivityJudge  the CollabLLM term of R_int: an LLM judge reads the conversation and the user's hidden goal
+                      and rates in [0, 1] whether the assistant asked relevant clarifying questions, understood the
+                      need and avoided needless questions. Batched, strictly parsed, bounded re-asks, and a judge
+                      that never produces a valid rating gives MetricResult.fail, never 0.
+  elicitation_rate    a free rule-based proxy for tasks with facts: the share of the facts the assistant obtained
+                      by asking for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from collab.backends.base import Backend
+from collab.chat import Conversation, Message, SamplingParams, message
+from collab.jsonparse import JSONParseError, parse_json_object
+from collab.metrics.base import MetricResult
+from collab.metrics.behaviour import RevealRecord, revealed_per_user_turn
+from collab.metrics.dialogue_acts import classify_turn, is_question
+from collab.tasks.record import Task
+
+JUDGE_SYSTEM = "You are a careful, impartial evaluator of conversations between a user and an AI assistant."
+
+JUDGE_RUBRIC = """Rate the ASSISTANT's interactivity in the conversation below.
+
+The user's complete intent (the assistant could not see it; the user may have revealed it only gradually):
+<<<
+{goal}
+>>>
+
+The conversation:
+<<<
+{transcript}
+>>>
+
+Interactivity means:
+- When the request was ambiguous or missing information, the assistant asked relevant, specific clarifying
+  questions instead of guessing or assuming.
+- The assistant understood the user's actual need and moved the conversation toward it.
+- The assistant avoided unnecessary or redundant questions: when everything needed was already known, it simply
+  did the task.
+
+Score: 1 = highly interactive (asked exactly what was needed, or rightly needed no questions); 0.5 = partly
+(some relevant engagement, but missed questions, assumptions or needless questions); 0 = not interactive (ignored
+missing information, guessed, or asked irrelevant questions). Any value between 0 and 1 is allowed.
+
+Reply with one JSON object and nothing else:
+{{"thought": "<your reasoning, briefly>", "interactivity": <a number from 0 to 1>}}"""
+
+_REASK = (
+    "That reply was rejected ({reason}). Reply with only the JSON object "
+    '{{"thought": "<string>", "interactivity": <a number from 0 to 1, not a string>}}.'
+)
+
+
+@dataclass
+class JudgeStats:
+    calls: int = 0
+    items: int = 0
+    parse_failures: int = 0
+    out_of_range: int = 0
+    backend_errors: int = 0
+    reasks: int = 0
+    failures: int = 0
+
+
+def _render(conversation: Conversation) -> str:
+    labels = {"user": "USER", "assistant": "ASSISTANT"}
+    return "\n\n".join(f"{labels[m['role']]}: {m['content']}" for m in conversation if m["role"] in labels)
+
+
+def judge_prompt(task: Task, conversation: Conversation) -> list[Message]:
+    body = JUDGE_RUBRIC.format(goal=task.goal, transcript=_render(conversation))
+    return [message("system", JUDGE_SYSTEM), message("user", body)]
+
+
+def parse_rating(text: str) -> tuple[float, str]:
+    """(interactivity, thought) from a judge reply. Raises JSONParseError for a missing or mistyped key (a string
+    "1" is rejected, not converted) and for a value outside [0, 1]."""
+    obj = parse_json_object(text, required={"thought": str, "interactivity": float})
+    value = float(obj["interactivity"])
+    if not 0.0 <= value <= 1.0:
+        raise JSONParseError(f"interactivity {value} is outside [0, 1]")
+    return value, obj["thought"]
+
+
+def _round_seed(seed: int, round_index: int) -> int:
+    if round_index == 0:
+        return seed
+    digest = hashlib.sha256(f"judge-reask:{seed}:{round_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class InteractivityJudge:
+    """Batched LLM judge of interactivity (temperature 0 as in the paper).
+
+    Args:
+        backend: The judge model.
+        max_reasks: Extra rounds for items whose rating was invalid; each round is one batched call holding only
+            the failed items, with the rejected reply and the reason appended to their prompt.
+        temperature, max_new_tokens, seed: Sampling of the judge.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_reasks: int = 2,
+        temperature: float = 0.0,
+        max_new_tokens: int = 512,
+        seed: int = 0,
+    ) -> None:
+        if max_reasks < 0:
+            raise ValueError(f"max_reasks must be >= 0, got {max_reasks}")
+        self.backend = backend
+        self.max_reasks = max_reasks
+        self.params = SamplingParams(
+            temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, json_mode=True, n=1
+        )
+        self.stats = JudgeStats()
+
+    def score(self, items: list[tuple[Task, Conversation]]) -> list[MetricResult]:
+        """One MetricResult per (task, conversation), in order; failures carry the last reason and attempts."""
+        results: list[MetricResult | None] = [None] * len(items)
+        prompts: dict[int, list[Message]] = {}
+        for i, (task, conversation) in enumerate(items):
+            if not any(m["role"] == "assistant" for m in conversation):
+                results[i] = MetricResult.fail("no assistant turn to judge")
+                continue
+            prompts[i] = judge_prompt(task, conversation)
+        self.stats.items += len(items)
+
+        pending = dict(prompts)
+        last_error: dict[int, str] = {}
+        for round_index in range(self.max_reasks + 1):
+            if not pending:
+                break
+            order = sorted(pending)
+            if round_index:
+                self.stats.reasks += len(order)
+            replies = self.backend.generate(
+                [pending[i] for i in order], self.params.with_(seed=_round_seed(self.params.seed, round_index))
+            )
+            self.stats.calls += 1
+            retry: dict[int, list[Message]] = {}
+            for i, samples in zip(order, replies):
+                gen = samples[0]
+                if not gen.ok:
+                    self.stats.backend_errors += 1
+                    last_error[i] = f"backend error: {gen.error}"
+                else:
+                    try:
+                        value, thought = parse_rating(gen.text)
+                    except JSONParseError as exc:
+                        if "outside [0, 1]" in exc.reason:
+                            self.stats.out_of_range += 1
+                        else:
+                            self.stats.parse_failures += 1
+                        last_error[i] = f"unparseable: {exc.reason}"
+                    else:
+                        results[i] = MetricResult(value, details={"thought": thought, "attempts": round_index + 1})
+                        continue
+                retry[i] = [
+                    *prompts[i],
+                    message("assistant", gen.text[:2000] or "(empty)"),
+                    message("user", _REASK.format(reason=last_error[i])),
+                ]
+            pending = retry
+
+        for i in pending:
+            self.stats.failures += 1
+            results[i] = MetricResult.fail(last_error[i], attempts=self.max_reasks + 1)
+        return [r if r is not None else MetricResult.fail("not scored") for r in results]
+
+
+def elicitation_rate(
+    task: Task, conversation: Conversation, revealed: RevealRecord | None = None
+) -> MetricResult:
+    """Rule-based interactivity proxy.
+
+    Tasks with facts: the share of facts the assistant elicited, where a fact is elicited when it first appears in
+    a user turn that directly follows an assistant turn asking a question (volunteered facts and those in the
+    opening do not count; facts already in the opening leave the denominator, since nobody needs to ask for them).
+
+    Tasks without facts (or whose facts all sit in the opening): the proxy rates the first decision, so that it
+    never rewards asking for its own sake. It is 1.0 when the assistant's first act was right (asked on a task that
+    needs clarification, did not ask before attempting on a complete task) and 0.0 otherwise. Rewarding any
+    question would teach over-asking on complete tasks, the failure mode that Abg-CoQA-style false-ask rates expose.
+
+    `revealed` is the simulator's record, one entry per user turn (see behaviour.revealed_per_user_turn).
+    """
+    turns = [m for m in conversation if m["role"] in ("user", "assistant")]
+    if not any(m["role"] == "assistant" for m in turns):
+        return MetricResult.fail("no assistant turn")
+    try:
+        per_user_turn = revealed_per_user_turn(task, turns, revealed)
+    except ValueError as exc:
+        return MetricResult.fail(str(exc))
+
+    in_opening: set[int] = set()
+    elicited: set[int] = set()
+    user_index = 0
+    previous_asked = False
+    for position, msg in enumerate(turns):
+        if msg["role"] == "assistant":
+            previous_asked = is_question(msg["content"])
+            continue
+        fresh = per_user_turn[user_index]
+        user_index += 1
+        if position == 0:
+            in_opening.update(fresh)
+        elif previous_asked:
+            elicited.update(fresh)
+        previous_asked = False
+
+    askable = len(task.facts) - len(in_opening)
+    if askable > 0:
+        return MetricResult(
+            len(elicited) / askable, details={"elicited": sorted(elicited), "askable": askable, "rule": "facts"}
+        )
+
+    first_act = next(classify_turn(task, m["content"]) for m in turns if m["role"] == "assistant")
+    asked_first = first_act in ("ask", "ask_and_answer")
+    right = asked_first if task.needs_clarification else not asked_first
+    return MetricResult(float(right), details={"first_action": first_act, "rule": "first_action"})
