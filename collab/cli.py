@@ -13,6 +13,15 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="path to a recipe YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value by dotted path, e.g. --set reward.window=3 (repeatable)")
+    p.add_argument("--tasks", default=None, metavar="NAME|PATH.jsonl",
+                   help="task set: a registered name or a JSONL file of task records (same as --set tasks.name=...)")
+
+
+def _recipe(args: argparse.Namespace):  # noqa: ANN202 - keeps config imports lazy
+    from collab.config import load_recipe
+
+    overrides = list(args.overrides) + ([f"tasks.name={args.tasks}"] if getattr(args, "tasks", None) else [])
+    return load_recipe(args.recipe, overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,11 +51,48 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--limit", type=int, default=None)
     export.add_argument("--out", required=True)
 
+    data = sub.add_parser(
+        "data", help="MR-guided conversation synthesis (`collab data RECIPE`, `collab data merge RUN_DIR`)",
+        description="Run a recipe's data stage (resumable; --shard i/n for data-parallel workers), or merge the "
+        "shards of a run directory into datasets with `collab data merge RUN_DIR`.",
+    )
+    data.add_argument("target", nargs="+", metavar="RECIPE | merge RUN_DIR")
+    data.add_argument("--stage", default=None, help="name of the data stage (default: the first one)")
+    data.add_argument("--shard", default="0/1", help="this worker's shard, i/n (default 0/1: everything)")
+    data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    data.add_argument("--tasks", default=None, metavar="NAME|PATH.jsonl", help="task set name or JSONL file")
+
     simulate = sub.add_parser("simulate", help="show one conversation and the MR of a few candidate responses")
     _add_recipe_args(simulate)
     simulate.add_argument("--task-index", type=int, default=0)
     simulate.add_argument("--candidates", type=int, default=4)
     simulate.add_argument("--seed", type=int, default=0)
+
+    # --- eval (collab.evaluate) ---
+    ev = sub.add_parser("eval", help="evaluate models in simulated conversations; report metrics with bootstrap CIs")
+    ev.add_argument("--model", dest="models", action="append", required=True, metavar="MODEL",
+                    help="model name, checkpoint or LoRA adapter directory, or openai:MODEL@BASE_URL (repeatable)")
+    ev.add_argument("--tasks", required=True, help="registered task set or path to a .jsonl task file")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--task-seed", type=int, default=0, help="seed of generated task sets")
+    ev.add_argument("--runs", type=int, default=1, help="conversations per task, with different seeds")
+    ev.add_argument("--simulator", choices=["sharded", "llm"], default="sharded")
+    ev.add_argument("--simulator-model", default=None, help="the model playing the user (--simulator llm)")
+    ev.add_argument("--system-prompt", default=None,
+                    help="system prompt text, or a named one: proactive, ask, answer")
+    ev.add_argument("--mode", choices=["sharded", "full", "concat"], default="sharded")
+    ev.add_argument("--max-turns", type=int, default=7, help="assistant turns after which a conversation stops")
+    ev.add_argument("--max-new-tokens", type=int, default=256)
+    ev.add_argument("--temperature", type=float, default=0.7)
+    ev.add_argument("--batch-size", type=int, default=32, help="conversations advanced and saved together")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    ev.add_argument("--mr", action="store_true",
+                    help="also report mr, the conversation-level R* (default reward settings)")
+    ev.add_argument("--wandb", choices=["disabled", "offline", "online"], default="disabled")
+    ev.add_argument("--out", required=True, help="output folder (rerunning into it resumes)")
+    # --- end eval ---
     return parser
 
 
@@ -75,7 +121,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 console.print(str(path.relative_to(root.parent)))
             return 0
         if args.action == "show":
-            console.print(config.dump_recipe(config.load_recipe(args.recipe, args.overrides)), markup=False)
+            console.print(config.dump_recipe(_recipe(args)), markup=False)
             return 0
         paths = [Path(p) for p in args.paths] or sorted(config.recipes_root().rglob("*.yaml"))
         failures = 0
@@ -113,14 +159,69 @@ def _dispatch(args: argparse.Namespace) -> int:
         write_tasks_jsonl(args.out, tasks)
         console.print(f"wrote {len(tasks)} tasks to {args.out}")
         return 0
+    if args.command == "data":
+        from collab.data.engine import Shard
+        from collab.data.stage import data_stage_of, merge_data_stage, run_data_stage
+        from collab.run_dir import open_run, load_run
+
+        if args.target[0] == "merge":
+            if len(args.target) != 2:
+                raise CollabError("usage: collab data merge RUN_DIR")
+            recipe, run_dir = load_run(args.target[1])
+            out = merge_data_stage(recipe, data_stage_of(recipe, args.stage), run_dir)
+        else:
+            if len(args.target) != 1:
+                raise CollabError(f"unexpected arguments {args.target[1:]}", fix="write `collab data RECIPE [options]`.")
+            args.recipe = args.target[0]
+            recipe, run_dir = open_run(_recipe(args))
+            out = run_data_stage(recipe, data_stage_of(recipe, args.stage), run_dir, Shard.parse(args.shard))
+        console.print(f"data stage output: {out}")
+        return 0
     if args.command == "simulate":
-        from collab.config import load_recipe
         from collab.simulate import render, simulate
 
-        recipe = load_recipe(args.recipe, args.overrides)
+        recipe = _recipe(args)
         render(simulate(recipe, task_index=args.task_index, candidates=args.candidates, seed=args.seed), console)
         return 0
+    # --- eval (collab.evaluate) ---
+    if args.command == "eval":
+        return _eval_command(args, console)
+    # --- end eval ---
     raise AssertionError(args.command)
+
+
+# --- eval (collab.evaluate) ---
+def _eval_command(args: argparse.Namespace, console: object) -> int:
+    from collab.backends.cache import RequestCache
+    from collab.config import RewardConfig, TrackingConfig
+    from collab.evaluate.report import render_markdown
+    from collab.evaluate.runner import EvalSettings, evaluate, load_backend, resolve_system_prompt
+    from collab.simulators.registry import make_simulator
+
+    if args.simulator == "llm" and not args.simulator_model:
+        raise CollabError("--simulator llm needs --simulator-model (the model that plays the user)")
+    out = Path(args.out)
+    cache = RequestCache(out / "cache.sqlite")
+    sim_backend = load_backend(args.simulator_model, cache=cache) if args.simulator == "llm" else None
+    simulator = make_simulator(args.simulator, backend=sim_backend, max_turns=args.max_turns)
+    settings = EvalSettings(
+        tasks=args.tasks, split=args.split, limit=args.limit, task_seed=args.task_seed, runs=args.runs,
+        mode=args.mode, max_turns=args.max_turns, seed=args.seed,
+        system_prompt=resolve_system_prompt(args.system_prompt), max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, batch_size=args.batch_size, resamples=args.resamples,
+        simulator=f"{args.simulator}:{args.simulator_model or '-'}:max_turns={args.max_turns}",
+        reward=RewardConfig() if args.mr else None,
+    )
+    results = evaluate(
+        args.models, settings, out, simulator=simulator,
+        loader=lambda ref: load_backend(ref.spec, cache=cache),
+        tracking=TrackingConfig(wandb=args.wandb), run_name=f"eval-{out.name}",
+        echo=lambda line: console.print(line, markup=False, highlight=False),  # type: ignore[attr-defined]
+    )
+    console.print(render_markdown(results), markup=False, highlight=False)  # type: ignore[attr-defined]
+    console.print(f"wrote {out}/results.json, report.md, report.html, conversations.jsonl")  # type: ignore[attr-defined]
+    return 0
+# --- end eval ---
 
 
 if __name__ == "__main__":

@@ -235,8 +235,14 @@ class DataStage(StageBase):
         candidates: Candidate responses sampled per assistant turn.
         strategies: Candidate strategies cycled over the candidates: `sample`, `proactive`, `ask`, `answer`.
         max_turns: Assistant turns per conversation before it stops.
-        min_gap: DPO pairs whose MR gap is below this are dropped.
-        eval_fraction: Share of conversations held out as the evaluation split (split by conversation).
+        min_gap: DPO pairs whose MR gap is below this are dropped (CollabLLM: 0.02-0.05).
+        pairs: `best_worst` makes one pair per turn (max MR vs min MR); `all` makes every pair whose gap is at
+            least `min_gap`.
+        eval_fraction: Share of conversations held out as the evaluation split (split by conversation, never by
+            row).
+        temperature: Sampling temperature of the candidates.
+        max_new_tokens: Longest candidate; a candidate that hits it is truncated and gets the truncation penalty.
+        batch_conversations: Conversations advanced together; their records are saved after every turn.
     """
 
     kind: Literal["data"]
@@ -244,7 +250,11 @@ class DataStage(StageBase):
     strategies: list[Literal["sample", "proactive", "ask", "answer"]] = ["sample", "proactive", "ask", "answer"]
     max_turns: int = Field(4, ge=1)
     min_gap: float = Field(0.05, ge=0)
+    pairs: Literal["best_worst", "all"] = "best_worst"
     eval_fraction: float = Field(0.1, ge=0, lt=1)
+    temperature: float = Field(0.8, ge=0)
+    max_new_tokens: int = Field(256, ge=1)
+    batch_conversations: int = Field(64, ge=1)
 
 
 class EvalStage(StageBase):

@@ -102,7 +102,7 @@ class RolloutEngine:
             [(s.task, s.messages) for s in states], seeds=[s.seed + 7919 * len(s.messages) for s in states]
         )
         for state, turn in zip(states, turns):
-            state.user_info.append(dict(turn.info))
+            state.user_info.append({**turn.info, "done": turn.done})
             if turn.info.get("error") and turn.text is None:
                 state.failed = f"simulator: {turn.info['error']}"
                 continue

@@ -1,0 +1,116 @@
+"""Turn the data engine's records into training datasets: SFT rows from best-MR turns, DPO pairs from MR gaps.
+
+Splits are by conversation (a stable hash of the conversation id), never by row, so no conversation's turns leak
+between train and eval. Ties never make pairs: a pair needs a chosen MR strictly above the rejected one by at least
+`min_gap`; among equal-MR candidates the earliest (by candidate order) is taken, which keeps the choice
+deterministic.
+"""
+
+from __future__ import annotations
+
+import statistics
+import zlib
+from itertools import combinations
+from typing import Any, Literal
+
+from datasets import Dataset, DatasetDict, Features, List, Value
+
+from collab.chat import message
+
+MESSAGES = List({"role": Value("string"), "content": Value("string")})
+SFT_FEATURES = Features({"messages": MESSAGES, "conv_id": Value("string"), "turn": Value("int32"), "mr": Value("float64")})
+DPO_FEATURES = Features({
+    "prompt": MESSAGES, "chosen": MESSAGES, "rejected": MESSAGES, "conv_id": Value("string"), "turn": Value("int32"),
+    "chosen_mr": Value("float64"), "rejected_mr": Value("float64"), "gap": Value("float64"),
+    "chosen_strategy": Value("string"), "rejected_strategy": Value("string"),
+})
+
+
+def is_eval_conversation(conv_id: str, eval_fraction: float, seed: int) -> bool:
+    return zlib.crc32(f"{seed}:{conv_id}".encode()) / 2**32 < eval_fraction
+
+
+def _prompt(record: dict[str, Any], system_prompt: str | None) -> list[dict[str, str]]:
+    history = list(record["history"])
+    return [message("system", system_prompt), *history] if system_prompt else history
+
+
+def sft_rows(record: dict[str, Any], system_prompt: str | None) -> list[dict[str, Any]]:
+    if record.get("best") is None:
+        return []
+    best = record["candidates"][record["best"]]
+    return [{"messages": [*_prompt(record, system_prompt), message("assistant", best["text"])],
+             "conv_id": record["conv_id"], "turn": record["turn"], "mr": best["mr"]}]
+
+
+def dpo_rows(
+    record: dict[str, Any], system_prompt: str | None, *, min_gap: float, pairs: Literal["best_worst", "all"]
+) -> list[dict[str, Any]]:
+    scored = [(i, c) for i, c in enumerate(record["candidates"]) if c["mr"] is not None]
+    if len(scored) < 2:
+        return []
+    if pairs == "best_worst":
+        best = max(scored, key=lambda ic: (ic[1]["mr"], -ic[0]))
+        worst = min(scored, key=lambda ic: (ic[1]["mr"], ic[0]))
+        candidate_pairs = [(best[1], worst[1])]
+    else:
+        candidate_pairs = [(a, b) if a["mr"] >= b["mr"] else (b, a) for (_, a), (_, b) in combinations(scored, 2)]
+    prompt = _prompt(record, system_prompt)
+    rows = []
+    for chosen, rejected in candidate_pairs:
+        gap = chosen["mr"] - rejected["mr"]
+        if gap <= 0 or gap < min_gap or chosen["text"] == rejected["text"]:
+            continue
+        rows.append({"prompt": prompt, "chosen": [message("assistant", chosen["text"])],
+                     "rejected": [message("assistant", rejected["text"])], "conv_id": record["conv_id"],
+                     "turn": record["turn"], "chosen_mr": chosen["mr"], "rejected_mr": rejected["mr"], "gap": gap,
+                     "chosen_strategy": chosen["strategy"], "rejected_strategy": rejected["strategy"]})
+    return rows
+
+
+def build_datasets(
+    records: list[dict[str, Any]],
+    *,
+    min_gap: float,
+    pairs: Literal["best_worst", "all"],
+    eval_fraction: float,
+    seed: int,
+    system_prompt: str | None = None,
+) -> tuple[DatasetDict, DatasetDict, dict[str, Any]]:
+    """SFT and DPO DatasetDicts (splits train / eval) and a stats summary."""
+    from collab.metrics.dialogue_acts import is_question
+
+    split_rows: dict[str, dict[str, list[dict[str, Any]]]] = {"sft": {"train": [], "eval": []},
+                                                               "dpo": {"train": [], "eval": []}}
+    for record in sorted(records, key=lambda r: (r["conv_id"], r["turn"])):
+        split = "eval" if is_eval_conversation(record["conv_id"], eval_fraction, seed) else "train"
+        split_rows["sft"][split] += sft_rows(record, system_prompt)
+        split_rows["dpo"][split] += dpo_rows(record, system_prompt, min_gap=min_gap, pairs=pairs)
+    sft = DatasetDict({k: Dataset.from_list(v, features=SFT_FEATURES) for k, v in split_rows["sft"].items()})
+    dpo = DatasetDict({k: Dataset.from_list(v, features=DPO_FEATURES) for k, v in split_rows["dpo"].items()})
+    all_pairs = split_rows["dpo"]["train"] + split_rows["dpo"]["eval"]
+    candidates = [c for r in records for c in r["candidates"]]
+    mrs = [c["mr"] for c in candidates if c["mr"] is not None]
+    stats = {
+        "conversations": len({r["conv_id"] for r in records}),
+        "turns": len(records),
+        "candidates": len(candidates),
+        "failed_candidates": sum(c["mr"] is None for c in candidates),
+        "failed_turns": sum(r.get("best") is None for r in records),
+        "mr_mean": statistics.fmean(mrs) if mrs else None,
+        "mr_std": statistics.pstdev(mrs) if len(mrs) > 1 else 0.0,
+        "sft_rows": {k: len(v) for k, v in sft.items()},
+        "pairs": {k: len(v) for k, v in dpo.items()},
+        "mean_gap": statistics.fmean(p["gap"] for p in all_pairs) if all_pairs else None,
+        "chosen_ask_share": statistics.fmean(is_question(p["chosen"][0]["content"]) for p in all_pairs) if all_pairs else None,
+        "rejected_ask_share": statistics.fmean(is_question(p["rejected"][0]["content"]) for p in all_pairs) if all_pairs else None,
+        "chosen_strategies": _counts(p["chosen_strategy"] for p in all_pairs),
+    }
+    return sft, dpo, stats
+
+
+def _counts(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out

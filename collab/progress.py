@@ -1,0 +1,52 @@
+"""One progress display for long stages: items done, ETA, and the backends' calls, tokens, cache hits and cost."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from collab.backends.base import Backend
+
+
+def usage_line(backends: list[Backend]) -> str:
+    seen: set[int] = set()
+    calls = requests = tokens = hits = failures = 0
+    cost = 0.0
+    for b in backends:
+        if id(b) in seen:
+            continue
+        seen.add(id(b))
+        s = b.stats
+        calls, requests, hits, failures = calls + s.calls, requests + s.requests, hits + s.cache_hits, failures + s.failures
+        tokens += s.prompt_tokens + s.completion_tokens
+        cost += s.cost_usd
+    text = f"calls {calls} · requests {requests} · tokens {tokens:,} · cache hits {hits}"
+    if failures:
+        text += f" · failed {failures}"
+    if cost:
+        text += f" · ${cost:.2f}"
+    return text
+
+
+@contextmanager
+def stage_progress(description: str, total: int, backends: list[Backend]) -> Iterator["StageProgress"]:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[extra]}"),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        disable=not sys.stderr.isatty() and not sys.stdout.isatty(),
+    )
+    with progress:
+        task_id = progress.add_task(description, total=total, extra="")
+        yield StageProgress(progress, task_id, backends)
+
+
+class StageProgress:
+    def __init__(self, progress: Progress, task_id: int, backends: list[Backend]) -> None:
+        self.progress, self.task_id, self.backends = progress, task_id, backends
+
+    def update(self, *, advance: int = 0, note: str = "") -> None:
+        extra = " · ".join(p for p in (note, usage_line(self.backends)) if p)
+        self.progress.update(self.task_id, advance=advance, extra=extra)
