@@ -39,6 +39,8 @@ def sft_rows(record: dict[str, Any], system_prompt: str | None) -> list[dict[str
     if record.get("best") is None:
         return []
     best = record["candidates"][record["best"]]
+    if best["truncated"]:
+        return []  # a reply cut off mid-sentence is no demonstration, whatever the others scored
     return [{"messages": [*_prompt(record, system_prompt), message("assistant", best["text"])],
              "conv_id": record["conv_id"], "turn": record["turn"], "mr": best["mr"]}]
 
@@ -86,8 +88,8 @@ def build_datasets(
         split = "eval" if is_eval_conversation(record["conv_id"], eval_fraction, seed) else "train"
         split_rows["sft"][split] += sft_rows(record, system_prompt)
         split_rows["dpo"][split] += dpo_rows(record, system_prompt, min_gap=min_gap, pairs=pairs)
-    sft = DatasetDict({k: Dataset.from_list(v, features=SFT_FEATURES) for k, v in split_rows["sft"].items()})
-    dpo = DatasetDict({k: Dataset.from_list(v, features=DPO_FEATURES) for k, v in split_rows["dpo"].items()})
+    sft = DatasetDict({k: _dataset(v, SFT_FEATURES) for k, v in split_rows["sft"].items()})
+    dpo = DatasetDict({k: _dataset(v, DPO_FEATURES) for k, v in split_rows["dpo"].items()})
     all_pairs = split_rows["dpo"]["train"] + split_rows["dpo"]["eval"]
     candidates = [c for r in records for c in r["candidates"]]
     mrs = [c["mr"] for c in candidates if c["mr"] is not None]
@@ -107,6 +109,11 @@ def build_datasets(
         "chosen_strategies": _counts(p["chosen_strategy"] for p in all_pairs),
     }
     return sft, dpo, stats
+
+
+def _dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:
+    # Built column-wise so an empty split still carries its columns (from_list([]) would have none).
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
 
 
 def _counts(values: Any) -> dict[str, int]:

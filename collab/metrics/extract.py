@@ -19,7 +19,7 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _FINAL_ANSWER = re.compile(r"final\s+answer\s*(?:is|:|=)?\s*:?\s*(?P<x>[^\n]+)", re.IGNORECASE)
 _HASHES = re.compile(r"^\s*####\s*(?P<x>[^\n]+)", re.MULTILINE)
 _ANSWER = re.compile(r"\banswer\s*(?:is|:|=)\s*:?\s*(?P<x>[^\n]+)", re.IGNORECASE)
-_EQUALS_AT_END = re.compile(r"=\s*(?P<x>[^=\n]+?)\s*$")
+_EQUALS_AT_END = re.compile(r"=(?P<x>[^=\n]*)$")
 # A number: thousands-separated ("1,234,567.5"), plain ("-12.5", ".5") or a simple fraction ("3/4"). A minus sign
 # only counts when it is not a binary minus ("5-3" ends with 3, not -3).
 _NUMBER = re.compile(
@@ -55,7 +55,8 @@ def last_boxed(text: str) -> str | None:
 
 def _clean(candidate: str) -> str | None:
     """Trim a marker's capture ("$\\frac{1}{2}$. That is all.") down to the answer itself ("\\frac{1}{2}")."""
-    text = candidate.strip().replace("**", "").replace("`", "").strip()
+    # Bounded: answers are short, and the sentence regexes below must not see a megabyte-long line.
+    text = candidate[:1000].strip().replace("**", "").replace("`", "").strip()
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
@@ -100,7 +101,7 @@ def extract_final_answer(text: str, *, numeric_fallback: bool = True) -> str | N
     if lines:
         last = lines[-1].strip().rstrip(".").replace("**", "")
         match = _EQUALS_AT_END.search(last)
-        if match is not None:
+        if match is not None and match.group("x").strip():
             cleaned = _clean(match.group("x").strip().strip("$"))
             if cleaned is not None:
                 return cleaned
@@ -117,8 +118,11 @@ def extract_final_answer(text: str, *, numeric_fallback: bool = True) -> str | N
 
 # An opening fence with an optional language tag, its body, and a closing fence or the end of the text (a reply
 # cut off by the token limit still holds a usable program).
-_FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+.#-]*)[^\n]*\n(?P<body>.*?)(?:^[ \t]*(?P=fence)[ \t]*$|\Z)",
-                    re.MULTILINE | re.DOTALL)
+_FENCE = re.compile(
+    r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+.#-]*)[^\n]*\n"
+    r"(?P<body>.*?)(?:^[ \t]*(?P=fence)[ \t]*$|\Z)",
+    re.MULTILINE | re.DOTALL,
+)
 _PYTHON_TAGS = frozenset({"", "python", "py", "python3", "py3", "ipython", "pycon"})
 
 
@@ -170,8 +174,8 @@ def extract_code(text: str, entry_point: str | None = None) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 _CHITCHAT_START = re.compile(
-    r"^\s*(?:sure|certainly|of course|absolutely|okay|ok|great|alright|happy to|glad to|no problem|here(?:'s| is| are)"
-    r"|below is|below you|i(?:'ve| have)|i(?:'ll| will)|i(?:'d| would) be|thanks|thank you|got it|understood"
+    r"^\s*(?:sure|certainly|of course|absolutely|okay|ok|great|alright|happy to|glad to|no problem"
+    r"|here(?:'s| is| are)|below is|below you|i(?:'ve| have)|i(?:'ll| will)|i(?:'d| would) be|thanks|thank you|got it|understood"
     r"|perfect|sounds good)\b",
     re.IGNORECASE,
 )
