@@ -48,3 +48,8 @@ bench: $(TEST)
 
 clean-venv:
 	rm -rf $(VENV)
+
+## Cluster tier only: the tests' fixture installs Debian's slurm-wlm (apt-get, as root) and starts a private
+## one-node cluster with scripts/slurm_local.sh, then stops its daemons. `make test` runs this tier too.
+test-cluster: $(TEST)
+	$(PYTEST) tests/cluster -m cluster

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -33,20 +34,35 @@ def usage_line(backends: list[Backend]) -> str:
 
 @contextmanager
 def stage_progress(description: str, total: int, backends: list[Backend]) -> Iterator["StageProgress"]:
+    # In a terminal: a live bar. In a log file (Slurm, CI): a plain line at most every 30 s, and at the end.
+    interactive = sys.stdout.isatty()
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[extra]}"),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        disable=not sys.stderr.isatty() and not sys.stdout.isatty(),
+        disable=not interactive,
     )
     with progress:
         task_id = progress.add_task(description, total=total, extra="")
-        yield StageProgress(progress, task_id, backends)
+        tracker = StageProgress(progress, task_id, backends, log_every_s=None if interactive else 30.0)
+        yield tracker
+        tracker.log(force=True)
 
 
 class StageProgress:
-    def __init__(self, progress: Progress, task_id: int, backends: list[Backend]) -> None:
+    def __init__(self, progress: Progress, task_id: int, backends: list[Backend], log_every_s: float | None) -> None:
         self.progress, self.task_id, self.backends = progress, task_id, backends
+        self.log_every_s = log_every_s
+        self.started = self.last_log = time.monotonic()
 
     def update(self, *, advance: int = 0, note: str = "") -> None:
         extra = " · ".join(p for p in (note, usage_line(self.backends)) if p)
         self.progress.update(self.task_id, advance=advance, extra=extra)
+        self.log()
+
+    def log(self, force: bool = False) -> None:
+        if self.log_every_s is None or (not force and time.monotonic() - self.last_log < self.log_every_s):
+            return
+        self.last_log = time.monotonic()
+        task = self.progress.tasks[0]
+        print(f"[{task.description}] {int(task.completed)}/{int(task.total or 0)} · {task.fields['extra']} · "
+              f"{self.last_log - self.started:.0f} s", flush=True)
