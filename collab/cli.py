@@ -93,6 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--wandb", choices=["disabled", "offline", "online"], default="disabled")
     ev.add_argument("--out", required=True, help="output folder (rerunning into it resumes)")
     # --- end eval ---
+
+    # --- launch (collab.launch) ---
+    launch = sub.add_parser("launch", help="submit a recipe's stages to a cluster (Slurm); see docs/cluster.md")
+    lsub = launch.add_subparsers(dest="action", required=True, metavar="SCHEDULER")
+    slurm = lsub.add_parser("slurm", help="sbatch the recipe's stages as requeueable, chained jobs")
+    _add_recipe_args(slurm)
+    slurm.add_argument("--nodes", type=int, required=True, help="training nodes (a vLLM server node comes on top)")
+    slurm.add_argument("--gpus-per-node", type=int, required=True, help="GPUs per node; 0 runs on CPUs")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--time", default=None, help="time limit of each job, e.g. 4:00:00 or 2-00:00:00")
+    slurm.add_argument("--stage", default=None, help="submit only this stage (default: every unfinished one, chained)")
+    slurm.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per node task (default 8 per GPU)")
+    slurm.add_argument("--shards", type=int, default=None, help="array tasks of a data stage (default --nodes)")
+    slurm.add_argument("--signal-s", type=int, default=600,
+                       help="seconds before the time limit at which jobs save and requeue (default 600)")
+    slurm.add_argument("--port", type=int, default=None, help="rendezvous port (default: derived from the job id)")
+    slurm.add_argument("--vllm-tp", type=int, default=1, help="tensor parallel size of the vLLM server node")
+    slurm.add_argument("--sbatch-arg", dest="sbatch_args", action="append", default=[], metavar="OPTION",
+                       help="extra sbatch option, e.g. --sbatch-arg=--account=myproj (repeatable)")
+    slurm.add_argument("--dry-run", action="store_true", help="print the sbatch commands instead of submitting")
+    # --- end launch ---
+    # --- train (collab.train) ---
+    train = sub.add_parser("train", help="run a recipe's stages in order (skipping finished ones); see docs/training.md")
+    _add_recipe_args(train)
+    train.add_argument("--stage", default=None, help="run only this stage (its inputs must be finished)")
+    resume = sub.add_parser("resume", help="continue a run directory from its first unfinished stage's last checkpoint")
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="the run's output_dir (holds recipe.resolved.yaml)")
+    resume.add_argument("--stage", default=None, help="resume only this stage")
+    # --- end train ---
     return parser
 
 
@@ -187,11 +216,38 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "eval":
         return _eval_command(args, console)
     # --- end eval ---
+    # --- launch (collab.launch) ---
+    if args.command == "launch":
+        from collab.launch.slurm import SlurmOptions, launch_slurm
+
+        options = SlurmOptions(
+            nodes=args.nodes, gpus_per_node=args.gpus_per_node, partition=args.partition, time=args.time,
+            cpus_per_task=args.cpus_per_task, stage=args.stage, shards=args.shards, signal_s=args.signal_s,
+            port=args.port, vllm_tp=args.vllm_tp, sbatch_args=tuple(args.sbatch_args),
+        )
+        overrides = list(args.overrides) + ([f"tasks.name={args.tasks}"] if args.tasks else [])
+        launch_slurm(args.recipe, overrides, options, dry_run=args.dry_run, echo=print)
+        return 0
+    # --- end launch ---
+    # --- train (collab.train) ---
+    if args.command in ("train", "resume"):
+        from collab.train import runner
+
+        if args.command == "train":
+            run_dir = runner.train(_recipe(args), stage=args.stage)
+        else:
+            run_dir = runner.resume(args.run_dir, stage=args.stage)
+        console.print(f"run directory: {run_dir}", markup=False, highlight=False)
+        return 0
+    # --- end train ---
     raise AssertionError(args.command)
 
 
 # --- eval (collab.evaluate) ---
-def _eval_command(args: argparse.Namespace, console: object) -> int:
+from rich.console import Console  # noqa: E402  (the type of _dispatch's console)
+
+
+def _eval_command(args: argparse.Namespace, console: Console) -> int:
     from collab.backends.cache import RequestCache
     from collab.config import RewardConfig, TrackingConfig
     from collab.evaluate.report import render_markdown
@@ -215,11 +271,12 @@ def _eval_command(args: argparse.Namespace, console: object) -> int:
     results = evaluate(
         args.models, settings, out, simulator=simulator,
         loader=lambda ref: load_backend(ref.spec, cache=cache),
-        tracking=TrackingConfig(wandb=args.wandb), run_name=f"eval-{out.name}",
-        echo=lambda line: console.print(line, markup=False, highlight=False),  # type: ignore[attr-defined]
+        tracking=TrackingConfig(wandb=args.wandb) if args.wandb != "disabled" else None,
+        run_name=f"eval-{out.name}",
+        echo=lambda line: console.print(line, markup=False, highlight=False),
     )
-    console.print(render_markdown(results), markup=False, highlight=False)  # type: ignore[attr-defined]
-    console.print(f"wrote {out}/results.json, report.md, report.html, conversations.jsonl")  # type: ignore[attr-defined]
+    console.print(render_markdown(results), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {out}/results.json, report.md, report.html, conversations.jsonl")
     return 0
 # --- end eval ---
 

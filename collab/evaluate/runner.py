@@ -1,0 +1,545 @@
+"""Run an evaluation: simulate every (model, task, run) conversation, score it, save it, then aggregate and report.
+
+Why it is shaped this way:
+  * Conversations run from the opening to the end (the simulated user stops, or `max_turns` assistant turns), all
+    conversations of a chunk advanced together by the batched engine, one model loaded at a time.
+  * Every finished chunk is appended to `conversations.jsonl` (whole lines, fsynced) with its scores, so a rerun
+    with the same settings skips (model, task id, run) rows already there and never duplicates one. The settings
+    that change what a conversation looks like are fingerprinted (`eval_key`); resuming into a folder made with
+    different settings is refused rather than mixing incomparable rows.
+  * Conversation seeds depend on (seed, task id, run) only, so every model meets the same simulated-user draws,
+    which is what makes the per-task pairing of the comparisons meaningful.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from collab.chat import SamplingParams
+from collab.errors import CollabError
+from collab.evaluate.modes import Mode, apply_mode
+from collab.evaluate.store import ConversationStore, row_key
+from collab.metrics.base import MetricResult
+from collab.rollout import ConversationState, RolloutEngine
+from collab.tasks.record import Task
+
+if TYPE_CHECKING:
+    from collab.backends.base import Backend
+    from collab.backends.cache import RequestCache
+    from collab.config import EvalStage, Recipe, RewardConfig, TrackingConfig
+    from collab.simulators.base import UserSimulator
+
+logger = logging.getLogger(__name__)
+
+CONVERSATIONS_FILE = "conversations.jsonl"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to evaluate: `label` names it in the results, `spec` says how to load it (a model name, a local
+    checkpoint or LoRA adapter directory, or `openai:MODEL@BASE_URL`)."""
+
+    label: str
+    spec: str
+
+
+@dataclass
+class EvalSettings:
+    """Everything an evaluation needs besides the models and the simulator.
+
+    Attributes:
+        tasks: A registered task set or a path to a .jsonl file of tasks.
+        split, limit, task_seed: Which tasks (passed to `load_task_set`).
+        runs: Conversations per task, each with its own seed.
+        mode: Lost-in-Conversation mode (see collab.evaluate.modes).
+        max_turns: Assistant turns after which a conversation stops.
+        seed: Seed of the conversations and of the bootstrap.
+        system_prompt: The policy's system prompt, or None.
+        max_new_tokens, temperature: Sampling of the policy.
+        batch_size: Conversations advanced together and saved together.
+        resamples: Bootstrap resamples for every interval.
+        simulator: A description of the simulated user (part of the resume fingerprint).
+        reward: When set, the conversation-level R* (`mr`) is computed with this reward configuration.
+    """
+
+    tasks: str
+    split: str = "test"
+    limit: int | None = None
+    task_seed: int = 0
+    runs: int = 1
+    mode: Mode = "sharded"
+    max_turns: int = 7
+    seed: int = 0
+    system_prompt: str | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    batch_size: int = 32
+    resamples: int = 2000
+    simulator: str = "sharded"
+    reward: RewardConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("runs", "max_turns", "batch_size", "max_new_tokens", "resamples"):
+            if getattr(self, name) < 1:
+                raise CollabError(f"{name} must be at least 1, got {getattr(self, name)}", where=f"eval.{name}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change a conversation or its scores; rows made under other values are not comparable."""
+        return {
+            "tasks": self.tasks,
+            "split": self.split,
+            "task_seed": self.task_seed,
+            "mode": self.mode,
+            "max_turns": self.max_turns,
+            "seed": self.seed,
+            "system_prompt": self.system_prompt,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "simulator": self.simulator,
+            "reward": self.reward.model_dump(mode="json") if self.reward is not None else None,
+        }
+
+    @property
+    def eval_key(self) -> str:
+        payload = json.dumps(self.fingerprint(), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def meta(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reward"] = self.reward.model_dump(mode="json") if self.reward is not None else None
+        data["eval_key"] = self.eval_key
+        return data
+
+
+# --- models ------------------------------------------------------------------------------------------------------
+
+
+def parse_openai_spec(spec: str) -> tuple[str, str | None]:
+    """`openai:MODEL@BASE_URL` -> (MODEL, BASE_URL); `openai:MODEL` -> (MODEL, None: the SDK's default endpoint)."""
+    if not spec.startswith("openai:"):
+        raise ValueError(f"not an openai model spec: {spec!r}")
+    model, _, base_url = spec[len("openai:") :].partition("@")
+    if not model:
+        raise CollabError(
+            f"model spec {spec!r} names no model", where="--model", fix="write openai:MODEL@http://HOST:PORT/v1."
+        )
+    return model, base_url or None
+
+
+def load_backend(
+    spec: str,
+    *,
+    cache: RequestCache | None = None,
+    dtype: str = "auto",
+    max_batch_size: int = 32,
+    device: str | None = None,
+) -> Backend:
+    """The backend for a model spec: an OpenAI-compatible endpoint or a local transformers model."""
+    if spec.startswith("openai:"):
+        from collab.backends.openai_backend import OpenAIBackend
+
+        model, base_url = parse_openai_spec(spec)
+        return OpenAIBackend(model=model, base_url=base_url, cache=cache)
+    from collab.backends.hf import HFBackend
+
+    return HFBackend.from_name(spec, dtype=dtype, device=device, max_batch_size=max_batch_size, cache=cache)
+
+
+def resolve_system_prompt(text_or_name: str | None) -> str | None:
+    """A named steering prompt (`proactive`, `ask`, `answer`; see collab.candidates) or the text itself."""
+    if not text_or_name:
+        return None
+    from collab.candidates import STEERING
+
+    named = STEERING.get(text_or_name)  # type: ignore[call-overload]
+    return named if named else text_or_name
+
+
+def conversation_seed(seed: int, task_id: str, run: int) -> int:
+    """The same for every model, so models meet the same simulated-user draws (paired comparisons)."""
+    digest = hashlib.sha256(f"eval:{seed}:{task_id}:{run}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x3FFFFFFF
+
+
+# --- scoring -----------------------------------------------------------------------------------------------------
+
+
+class ConversationReward:
+    """R* of a whole conversation: w_task * task + w_tokens * token term + w_int * interactivity.
+
+    The token term over a whole conversation: `token_mode: window` counts every user and assistant token and caps the
+    penalty at 1 (the paper's form, the window being the whole conversation); `assistant` counts assistant tokens,
+    uncapped. Interactivity is the reward's choice: the elicitation proxy, the LLM judge, or none (0).
+    """
+
+    def __init__(self, config: RewardConfig, judge: Any | None = None) -> None:
+        if config.interactivity == "judge" and judge is None:
+            raise CollabError("reward.interactivity is 'judge' but no judge was given", where="reward.interactivity")
+        self.config = config
+        self.judge = judge
+
+    def interactivity(self, items: list[tuple[Task, list[Any]]]) -> list[MetricResult]:
+        mode = self.config.interactivity
+        if mode == "none":
+            return [MetricResult(0.0) for _ in items]
+        if mode == "judge":
+            return list(self.judge.score(items))  # type: ignore[union-attr]
+        from collab.metrics.interactivity import elicitation_rate
+
+        return [elicitation_rate(task, messages) for task, messages in items]
+
+    def token_term(self, messages: list[Any], count_tokens: Callable[[str], int]) -> float:
+        from collab.metrics.tokens import assistant_tokens, token_penalty, window_tokens
+
+        lam = self.config.token_lambda
+        if self.config.token_mode == "window":
+            return token_penalty(window_tokens(messages, count_tokens), lam)
+        return token_penalty(assistant_tokens(messages, count_tokens), lam, cap=False)
+
+    def combine(self, task: float, tokens: float, interactivity: float) -> float:
+        w = self.config.weights
+        return w.task * task + w.tokens * tokens + w.interactivity * interactivity
+
+
+def score_states(
+    states: Sequence[ConversationState],
+    *,
+    model: str,
+    runs: Sequence[int],
+    eval_key: str,
+    mode: str,
+    count_tokens: Callable[[str], int],
+    reward: ConversationReward | None = None,
+) -> list[dict[str, Any]]:
+    """One conversations.jsonl row per finished state: the transcript and every per-conversation score.
+
+    A failed conversation keeps its transcript and reason but gets no scores; a metric that fails gets value None
+    and its reason under `errors`. Neither is ever turned into a 0.
+    """
+    interactivity: list[MetricResult | None] = [None] * len(states)
+    if reward is not None:
+        ok = [i for i, s in enumerate(states) if s.failed is None]
+        for i, result in zip(ok, reward.interactivity([(states[i].task, states[i].messages) for i in ok])):
+            interactivity[i] = result
+    rows = []
+    for state, run, inter in zip(states, runs, interactivity):
+        task = state.task
+        row: dict[str, Any] = {
+            "model": model,
+            "task_id": task.id,
+            "run": run,
+            "seed": state.seed,
+            "mode": mode,
+            "eval_key": eval_key,
+            "kind": task.kind,
+            "needs_clarification": task.needs_clarification,
+            "n_facts": len(task.facts),
+            "failed": state.failed,
+            "messages": state.messages,
+            "assistant_finish": state.assistant_finish,
+            "user_info": state.user_info,
+            "final_artifact": None,
+            "scores": {},
+            "errors": {},
+        }
+        if state.failed is None:
+            row["scores"], row["errors"], row["final_artifact"] = _score_one(state, count_tokens, reward, inter)
+        rows.append(row)
+    return rows
+
+
+def _score_one(
+    state: ConversationState,
+    count_tokens: Callable[[str], int],
+    reward: ConversationReward | None,
+    inter: MetricResult | None,
+) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    """(scores, errors, final artifact) of one finished conversation."""
+    from collab.metrics.behaviour import behaviour
+    from collab.metrics.task_score import score_response
+    from collab.reward import final_artifact
+
+    task, messages = state.task, state.messages
+    scores: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    final = final_artifact(task, messages)
+    if final is None:
+        task_result = MetricResult.fail("the assistant never replied")
+    else:
+        try:
+            task_result = score_response(task, final)
+        except Exception as exc:  # noqa: BLE001 -- a crashing metric is a counted failure, not a crashed evaluation
+            task_result = MetricResult.fail(f"{type(exc).__name__}: {exc}"[:300])
+    scores["task_score"] = task_result.value
+    if not task_result.ok:
+        errors["task_score"] = task_result.error or "failed"
+    b = behaviour(task, messages)
+    scores.update(
+        asked=b.asked,
+        premature_answer=b.premature_answer,
+        over_ask=b.over_ask,
+        turns=b.turns,
+        first_action=b.first_action,
+        acts=list(b.acts),
+    )
+    scores["tokens"] = sum(count_tokens(m["content"]) for m in messages if m["role"] == "assistant")
+    if reward is not None:
+        scores["mr"] = None
+        if not task_result.ok:
+            errors["mr"] = f"task metric: {errors['task_score']}"
+        elif inter is None or not inter.ok:
+            errors["mr"] = f"interactivity: {inter.error if inter is not None else 'not scored'}"
+        else:
+            task_value, inter_value = float(task_result.value), float(inter.value)  # type: ignore[arg-type]
+            token_term = reward.token_term(messages, count_tokens)
+            scores["mr"] = reward.combine(task_value, token_term, inter_value)
+            scores["mr_components"] = {"task": task_value, "tokens": token_term, "interactivity": inter_value}
+    return scores, errors, final
+
+
+# --- the evaluation ----------------------------------------------------------------------------------------------
+
+
+def load_tasks(settings: EvalSettings) -> list[Task]:
+    from collab.tasks.registry import load_task_set
+
+    tasks = load_task_set(settings.tasks, split=settings.split, limit=settings.limit, seed=settings.task_seed)
+    ids = [t.id for t in tasks]
+    if len(set(ids)) != len(ids):
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise CollabError(f"task ids must be unique; repeated: {duplicates}", where=settings.tasks)
+    return [apply_mode(t, settings.mode) for t in tasks]
+
+
+def evaluate(
+    models: Sequence[ModelRef | str],
+    settings: EvalSettings,
+    out_dir: str | Path,
+    *,
+    simulator: UserSimulator,
+    loader: Callable[[ModelRef], Backend] | None = None,
+    judge: Any | None = None,
+    tracking: TrackingConfig | None = None,
+    run_name: str | None = None,
+    wandb_dir: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate `models` and write results.json, conversations.jsonl, report.md and report.html into `out_dir`.
+
+    Args:
+        models: ModelRefs, or specs used as their own labels. Labels must be unique.
+        settings: Tasks, mode, runs, turns, sampling and bootstrap settings.
+        out_dir: The output folder; rerunning into it resumes.
+        simulator: The simulated user.
+        loader: ModelRef -> Backend; defaults to `load_backend(ref.spec)` (no cache).
+        judge: An InteractivityJudge when `settings.reward.interactivity == "judge"`.
+        tracking: When W&B is on (its `wandb`, or WANDB_MODE), the results table is logged to W&B.
+        run_name: Name of the W&B run.
+        wandb_dir: Where W&B writes its files (`<wandb_dir>/wandb/`); defaults to `out_dir`.
+        echo: Progress lines (e.g. console.print); logging only when None.
+
+    Returns:
+        The results.json content.
+    """
+    from filelock import FileLock, Timeout
+
+    from collab.evaluate.aggregate import aggregate
+    from collab.evaluate.report import log_wandb, wandb_mode, write_reports
+
+    say = echo or logger.info
+    refs = [m if isinstance(m, ModelRef) else ModelRef(m, m) for m in models]
+    labels = [r.label for r in refs]
+    if not refs:
+        raise CollabError("no models to evaluate", where="eval", fix="give at least one --model.")
+    if len(set(labels)) != len(labels):
+        raise CollabError(f"model labels must be unique, got {labels}", where="eval.models")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = load_tasks(settings)
+    reward = ConversationReward(settings.reward, judge) if settings.reward is not None else None
+    load = loader or (lambda ref: load_backend(ref.spec))
+    store = ConversationStore(out / CONVERSATIONS_FILE)
+    lock = FileLock(str(out / ".eval.lock"))
+    try:
+        lock.acquire(timeout=1)
+    except Timeout as exc:
+        raise CollabError(
+            f"another evaluation is writing into {out}", fix="wait for it to finish, or use another --out folder."
+        ) from exc
+    try:
+        existing = store.load()
+        _check_compatible(existing, settings, store.path)
+        if store.torn_lines_dropped:
+            say(f"dropped a torn last line of {store.path} (an interrupted write); that conversation runs again")
+        done = {row_key(r) for r in existing}
+        for ref in refs:
+            todo = [(t, run) for t in tasks for run in range(settings.runs) if (ref.label, t.id, run) not in done]
+            total = len(tasks) * settings.runs
+            if not todo:
+                say(f"{ref.label}: all {total} conversations already done")
+                continue
+            say(f"{ref.label}: {total - len(todo)} of {total} conversations done, running {len(todo)}")
+            _run_model(ref, todo, settings, simulator, load, reward, store, say)
+        rows = store.load()
+    finally:
+        lock.release()
+    wanted = {(r.label, t.id, run) for r in refs for t in tasks for run in range(settings.runs)}
+    rows = [r for r in rows if row_key(r) in wanted]
+    results = aggregate(rows, labels, tasks=tasks, settings=settings)
+    write_reports(results, rows, out)
+    if tracking is not None and wandb_mode(tracking) != "disabled":
+        log_wandb(results, tracking, wandb_dir or out, run_name=run_name or out.name)
+    return results
+
+
+def _check_compatible(rows: list[dict[str, Any]], settings: EvalSettings, path: Path) -> None:
+    other = sorted({r.get("eval_key") for r in rows if r.get("eval_key") != settings.eval_key}, key=str)
+    if other:
+        raise CollabError(
+            f"{path} holds conversations made with other settings (eval key {other[0]}, now {settings.eval_key}); "
+            "mixing them would compare incomparable conversations",
+            fix="use a new --out folder, or rerun with the original tasks, mode, max turns, seed, system prompt, "
+            "sampling, simulator and reward.",
+        )
+
+
+def _run_model(
+    ref: ModelRef,
+    todo: list[tuple[Task, int]],
+    settings: EvalSettings,
+    simulator: UserSimulator,
+    load: Callable[[ModelRef], Backend],
+    reward: ConversationReward | None,
+    store: ConversationStore,
+    say: Callable[[str], None],
+) -> None:
+    backend = load(ref)
+    try:
+        engine = RolloutEngine(
+            backend,
+            simulator,
+            params=SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature),
+            system_prompt=settings.system_prompt,
+        )
+        written = 0
+        for start in range(0, len(todo), settings.batch_size):
+            chunk = todo[start : start + settings.batch_size]
+            states = [
+                ConversationState(
+                    task,
+                    [],
+                    seed=conversation_seed(settings.seed, task.id, run),
+                    max_assistant_turns=settings.max_turns,
+                )
+                for task, run in chunk
+            ]
+            engine.run(states)
+            rows = score_states(
+                states,
+                model=ref.label,
+                runs=[run for _, run in chunk],
+                eval_key=settings.eval_key,
+                mode=settings.mode,
+                count_tokens=backend.count_tokens,
+                reward=reward,
+            )
+            written += store.append(rows)
+            failed = sum(1 for s in states if s.failed)
+            say(f"{ref.label}: {written}/{len(todo)} conversations saved" + (f" ({failed} failed)" if failed else ""))
+    finally:
+        backend.close()
+        del backend
+        gc.collect()
+
+
+# --- recipe stages -----------------------------------------------------------------------------------------------
+
+
+def stage_model_refs(recipe: Recipe, stage: EvalStage, run_dir: Path) -> list[ModelRef]:
+    """The stage's models: a name of an earlier training stage means `<run_dir>/<stage>/final`; anything else is a
+    model spec. With no models listed: the recipe's model and every earlier training stage."""
+    from collab.config import TrainerStage
+
+    labels = [s.label for s in recipe.stages]
+    index = labels.index(stage.label) if stage.label in labels else len(labels)
+    trained = [s.label for s in recipe.stages[:index] if isinstance(s, TrainerStage)]
+    names = list(stage.models) or [recipe.model.name, *trained]
+    refs = []
+    for name in names:
+        if name in trained:
+            refs.append(ModelRef(name, str(run_dir / name / "final")))
+        elif name in labels:
+            raise CollabError(
+                f"model '{name}' is a stage that is not an earlier training stage of '{stage.label}'",
+                where=f"stages.{stage.label}.models",
+                fix=f"name one of {trained or 'the training stages before it'}, or a model.",
+            )
+        else:
+            refs.append(ModelRef(name, name))
+    return refs
+
+
+def run_eval_stage(recipe: Recipe, stage: EvalStage, run_dir: str | Path) -> dict[str, Any]:
+    """Run an eval stage of a recipe into `<run_dir>/<stage label>`, sharing the run's request cache.
+
+    Tasks: `tasks.name` with `tasks.eval_split`; simulator, system prompt and the MR reward from the recipe; sampling
+    from `reward.policy_temperature` and `reward.policy_max_new_tokens`; max turns from `simulator.max_turns`.
+    """
+    from collab.backends.registry import make_backend
+    from collab.config import BackendConfig
+    from collab.factory import build_simulator, cache_for
+
+    run_dir = Path(run_dir)
+    cache = cache_for(run_dir)
+    # Checkpoints are local files: an openai policy section cannot serve them, so they load with transformers.
+    policy = recipe.policy
+    if policy.kind == "openai":
+        policy = BackendConfig(max_batch_size=recipe.policy.max_batch_size)
+    policy = policy.model_copy(update={"dtype": recipe.model.dtype})
+
+    def loader(ref: ModelRef) -> Backend:
+        if ref.spec.startswith("openai:"):
+            return load_backend(ref.spec, cache=cache)
+        return make_backend(policy.model_copy(update={"model": ref.spec}), default_model=ref.spec, cache=cache)
+
+    judge = None
+    if recipe.reward.interactivity == "judge" and recipe.judge.backend is not None:
+        from collab.metrics.interactivity import InteractivityJudge
+
+        judge_backend = make_backend(recipe.judge.backend, default_model=recipe.model.name, cache=cache, where="judge")
+        judge = InteractivityJudge(judge_backend, max_reasks=recipe.judge.max_reasks)
+    sim = recipe.simulator
+    settings = EvalSettings(
+        tasks=recipe.tasks.name,
+        split=recipe.tasks.eval_split,
+        limit=recipe.tasks.limit,
+        task_seed=recipe.tasks.seed,
+        runs=stage.runs,
+        mode=stage.mode,
+        max_turns=sim.max_turns,
+        seed=recipe.seed,
+        system_prompt=recipe.model.system_prompt,
+        max_new_tokens=recipe.reward.policy_max_new_tokens,
+        temperature=recipe.reward.policy_temperature,
+        batch_size=recipe.policy.max_batch_size,
+        simulator=json.dumps(sim.model_dump(mode="json"), sort_keys=True),
+        reward=recipe.reward,
+    )
+    return evaluate(
+        stage_model_refs(recipe, stage, run_dir),
+        settings,
+        run_dir / stage.label,
+        simulator=build_simulator(recipe, cache),
+        loader=loader,
+        judge=judge,
+        tracking=recipe.tracking,
+        run_name=f"{recipe.name}-{stage.label}",
+        wandb_dir=run_dir,
+    )
