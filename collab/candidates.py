@@ -33,13 +33,28 @@ STEERING: dict[Strategy, str | None] = {
     ),
     "answer": "Answer the request directly and concisely now, without asking any questions. End with the final answer.",
 }
+# Small models ignore steering instructions, so an `ask` candidate also starts its reply with the opening words of a
+# question (an assistant prefill) and the model completes it. One opening per candidate, chosen by its seed.
+PREFILLS: dict[Strategy, tuple[str, ...]] = {
+    "ask": (
+        "Could you tell me",
+        "Before I answer, could you tell me",
+        "Can you clarify",
+        "I need one more detail to answer this. What is",
+    ),
+}
 
 
-def steered_prompt(strategy: Strategy, messages: Conversation, system_prompt: str | None) -> Conversation:
-    """The prompt the policy sees for a candidate of `strategy`: the base system prompt plus the steering text."""
+def steered_prompt(strategy: Strategy, messages: Conversation, system_prompt: str | None, seed: int = 0) -> Conversation:
+    """The prompt the policy sees for a candidate of `strategy`: the base system prompt plus the steering text, and
+    for prefilled strategies a final assistant message that the reply continues."""
     steering = STEERING[strategy]
     system = "\n\n".join(p for p in (system_prompt, steering) if p)
-    return [message("system", system), *messages] if system else list(messages)
+    prompt = [message("system", system), *messages] if system else list(messages)
+    prefills = PREFILLS.get(strategy)
+    if prefills:
+        prompt.append(message("assistant", prefills[seed % len(prefills)]))
+    return prompt
 
 
 def assign_strategies(strategies: list[Strategy], count: int) -> list[Strategy]:
@@ -65,7 +80,8 @@ def sample_candidates(
     from collab.reward import Candidate
 
     requests = [
-        Request(steered_prompt(strategy, history, system_prompt), params.with_(seed=seed + 17 * j, n=1), sample_index=i)
+        Request(steered_prompt(strategy, history, system_prompt, seed=seed + i + j), params.with_(seed=seed + 17 * j, n=1),
+                sample_index=i)
         for i, (_, history) in enumerate(items)
         for j, strategy in enumerate(strategies)
     ]
@@ -74,10 +90,11 @@ def sample_candidates(
     for i, (task, history) in enumerate(items):
         group = []
         for j, strategy in enumerate(strategies):
-            gen = generations[i * len(strategies) + j]
+            k = i * len(strategies) + j
+            gen, prompt = generations[k], requests[k].messages
             if gen.ok:
-                group.append(
-                    Candidate(task, history, gen.text, truncated=gen.finish_reason == "length", strategy=strategy)
-                )
+                prefix = prompt[-1]["content"] if prompt[-1]["role"] == "assistant" else ""
+                group.append(Candidate(task, history, (prefix + gen.text).strip(),
+                                       truncated=gen.finish_reason == "length", strategy=strategy))
         out.append(group)
     return out

@@ -191,18 +191,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "data":
         from collab.data.engine import Shard
         from collab.data.stage import data_stage_of, merge_data_stage, run_data_stage
-        from collab.run_dir import open_run, load_run
+        from collab.run_dir import load_run, open_run
 
         if args.target[0] == "merge":
             if len(args.target) != 2:
                 raise CollabError("usage: collab data merge RUN_DIR")
-            recipe, run_dir = load_run(args.target[1])
+            run_dir = Path(args.target[1])
+            recipe = load_run(run_dir)
             out = merge_data_stage(recipe, data_stage_of(recipe, args.stage), run_dir)
         else:
             if len(args.target) != 1:
                 raise CollabError(f"unexpected arguments {args.target[1:]}", fix="write `collab data RECIPE [options]`.")
             args.recipe = args.target[0]
-            recipe, run_dir = open_run(_recipe(args))
+            recipe = _recipe(args)
+            run_dir = recipe.run_dir
+            open_run(recipe, run_dir)
             out = run_data_stage(recipe, data_stage_of(recipe, args.stage), run_dir, Shard.parse(args.shard))
         console.print(f"data stage output: {out}")
         return 0

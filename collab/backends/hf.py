@@ -59,8 +59,11 @@ class HFBackend(Backend):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode_messages(self, messages: list) -> list[int]:
+        """Token ids of the prompt. A final assistant message is a prefill: the reply continues it."""
+        prefill = bool(messages) and messages[-1]["role"] == "assistant"
         return self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+            list(messages), add_generation_prompt=not prefill, continue_final_message=prefill, tokenize=True,
+            return_dict=False,
         )
 
     def _generate_batch(self, requests: list[Request]) -> list[Generation]:
@@ -130,18 +133,24 @@ class HFBackend(Backend):
         new = output[:, width:].tolist()
         stops = set(self._stop_ids())
         results = []
-        for p, tokens in zip(prompts, new):
+        for p, tokens, request in zip(prompts, new, requests):
+            prefill = request.messages[-1]["role"] == "assistant"
             end = next((k for k, t in enumerate(tokens) if t in stops), None)
             kept = tokens if end is None else tokens[:end]
             results.append(
                 Generation(
-                    text=self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                    # A continuation keeps its leading space; a fresh reply is stripped.
+                    text=self._decode(kept, prefill),
                     prompt_tokens=len(p),
                     completion_tokens=len(kept) + (0 if end is None else 1),
                     finish_reason="length" if end is None else "stop",
                 )
             )
         return results
+
+    def _decode(self, tokens: list[int], prefill: bool) -> str:
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return text.rstrip() if prefill else text.strip()
 
     def _stop_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}

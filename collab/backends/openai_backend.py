@@ -301,8 +301,12 @@ class OpenAIBackend(Backend):
         }
         if use_response_format:
             kwargs["response_format"] = {"type": "json_object"}
-        if self.extra_body:
-            kwargs["extra_body"] = self.extra_body
+        extra_body = dict(self.extra_body)
+        if request.messages and request.messages[-1]["role"] == "assistant":
+            # Assistant prefill: vLLM and SGLang servers continue the final message when asked to.
+            extra_body.update(continue_final_message=True, add_generation_prompt=False)
+        if extra_body:
+            kwargs["extra_body"] = extra_body
         raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
         try:
             completion = raw.parse()

@@ -84,7 +84,15 @@ class VLLMBackend(Backend):
             )
             for r in requests
         ]
-        outputs = self.llm.chat([list(r.messages) for r in requests], sampling, use_tqdm=False)
+        # A final assistant message is a prefill to continue; vLLM takes that flag per call, so split the batch.
+        outputs: list[Any] = [None] * len(requests)
+        for prefill in (False, True):
+            idx = [i for i, r in enumerate(requests) if (r.messages[-1]["role"] == "assistant") == prefill]
+            if idx:
+                got = self.llm.chat([list(requests[i].messages) for i in idx], [sampling[i] for i in idx],
+                                    use_tqdm=False, add_generation_prompt=not prefill, continue_final_message=prefill)
+                for i, out in zip(idx, got):
+                    outputs[i] = out
         results = []
         for out in outputs:
             choice = out.outputs[0]

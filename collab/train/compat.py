@@ -1,0 +1,62 @@
+"""Can a run directory be continued with this recipe?
+
+Restarting `collab train` on a run directory continues it, so the new recipe must agree with the resolved one in
+everything a resume depends on: the model, the stages (names, kinds and lineage; appending stages is fine), and the
+trainer arguments that fix the batch and the step count. Anything else (learning rate, logging, tracking, eval
+settings) may change between starts. The number of processes is checked separately against each stage's
+launch.json (see `collab.train.launch`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collab.config import Recipe, TrainerStage
+
+# Trainer arguments that change what "step N" means: a checkpoint taken under other values cannot be continued.
+STEP_DEFINING_ARGS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_steps",
+    "num_train_epochs",
+    "auto_find_batch_size",
+)
+
+
+_UNSET: Any = object()
+
+
+def _diff(old: Any, new: Any, key: str) -> list[str]:
+    """`key (old -> new)` for every leaf that differs; a section added or removed is shown whole."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for k in sorted(set(old) | set(new)) for line in _diff(old.get(k, _UNSET), new.get(k, _UNSET),
+                                                                           f"{key}.{k}")]
+    return [] if old == new else [f"{key} ({_show(old)} -> {_show(new)})"]
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is _UNSET else repr(value)
+
+
+def _stage_list(stages: list[tuple[str, str]]) -> str:
+    return "[" + ", ".join(f"{label}:{kind}" for label, kind in stages) + "]"
+
+
+def breaking_differences(old: Recipe, new: Recipe) -> list[str]:
+    """The keys (with old -> new values) in which `new` cannot continue a run started with `old`; empty if none."""
+    problems = _diff(old.model.model_dump(mode="json"), new.model.model_dump(mode="json"), "model")
+    old_stages = [(s.label, s.kind) for s in old.stages]  # type: ignore[attr-defined]
+    new_stages = [(s.label, s.kind) for s in new.stages]  # type: ignore[attr-defined]
+    if new_stages[: len(old_stages)] != old_stages:
+        problems.append(f"stages ({_stage_list(old_stages)} -> {_stage_list(new_stages)})")
+        return problems
+    for index, (before, after) in enumerate(zip(old.stages, new.stages)):
+        if not isinstance(before, TrainerStage) or not isinstance(after, TrainerStage):
+            continue
+        where = f"stages.{index}"
+        for key in ("init_from", "data_from"):
+            if getattr(before, key) != getattr(after, key):
+                problems.append(f"{where}.{key} ({getattr(before, key)!r} -> {getattr(after, key)!r})")
+        problems += _diff({k: v for k, v in before.trainer.items() if k in STEP_DEFINING_ARGS},
+                          {k: v for k, v in after.trainer.items() if k in STEP_DEFINING_ARGS}, f"{where}.trainer")
+    return problems

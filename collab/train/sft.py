@@ -1,0 +1,50 @@
+"""The `sft` stage: TRL SFTTrainer on `<data_from>/sft`.
+
+Each row holds a conversation up to and including its best-MR assistant turn. It is trained as prompt-completion
+(prompt = every message before the last, completion = that last assistant turn), so the loss falls on the scored
+turn only and a conversation's earlier turns, which are rows of their own, are not counted again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from collab.config import TrainerStage
+from collab.errors import CollabError
+from collab.train.common import ModelSetup
+from collab.train.data import eval_split, load_stage_data, require_columns
+
+SUBSET = "sft"
+
+
+def to_prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
+    messages = row["messages"]
+    if not messages or messages[-1]["role"] != "assistant":
+        raise CollabError(f"an sft row of conversation {row.get('conv_id')!r} does not end with an assistant turn",
+                          fix="regenerate the data stage.")
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def load_sft_data(run_dir: Path, stage: TrainerStage) -> Any:
+    data = load_stage_data(run_dir, stage, SUBSET)
+    require_columns(data["train"], ("messages",), f"{stage.data_from}/{SUBSET}")
+    return data
+
+
+def build_sft_trainer(setup: ModelSetup, config: Any, data: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
+    from trl import SFTTrainer
+
+    def convert(split: Any) -> Any:
+        return split.map(to_prompt_completion, remove_columns=split.column_names)
+
+    evaluation = eval_split(data, args)
+    return SFTTrainer(
+        model=setup.model,
+        args=config,
+        train_dataset=convert(data["train"]),
+        eval_dataset=convert(evaluation) if evaluation is not None else None,
+        processing_class=setup.tokenizer,
+        peft_config=setup.peft_config,
+        callbacks=callbacks,
+    )

@@ -1,0 +1,133 @@
+"""Stage orchestration without training: order, skipping, dispatch to other kinds, and the checks made before a
+trainer is launched (so they fail in seconds, not after a launch)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collab.config import Recipe, validate_recipe
+from collab.errors import CollabError
+from collab.run_dir import open_run
+from collab.train import runner
+from collab.train.paths import StagePaths
+
+
+def recipe(tmp_path: Path, dpo_trainer: dict[str, Any] | None = None) -> Recipe:
+    return validate_recipe({
+        "name": "orchestra", "output_dir": str(tmp_path / "run"), "model": {"name": "tiny-random-smollm2"},
+        "stages": [{"kind": "data"}, {"kind": "dpo", "data_from": "data", "trainer": dpo_trainer or {}},
+                   {"kind": "eval", "models": ["dpo"]}],
+    })
+
+
+@pytest.fixture
+def fake_kinds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """data and eval stages served by an in-memory module that records its calls."""
+    calls: list[tuple[str, str]] = []
+    module = types.ModuleType("fake_stage_kinds")
+
+    def run_data_stage(recipe: Recipe, stage: Any, run_dir: Path) -> None:
+        calls.append(("data", stage.label))
+
+    def run_eval_stage(recipe: Recipe, stage: Any, run_dir: Path) -> dict[str, Any]:
+        calls.append(("eval", stage.label))
+        return {}
+
+    module.run_data_stage = run_data_stage  # type: ignore[attr-defined]
+    module.run_eval_stage = run_eval_stage  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_stage_kinds", module)
+    monkeypatch.setitem(runner.STAGE_FUNCTIONS, "data", [("fake_stage_kinds", "run_data_stage")])
+    monkeypatch.setitem(runner.STAGE_FUNCTIONS, "eval", [("fake_stage_kinds", "run_eval_stage")])
+    return calls
+
+
+def test_missing_stage_kind_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(runner.STAGE_FUNCTIONS, "grpo", [("collab.train.not_written_yet", "run_online_stage")])
+    with pytest.raises(CollabError, match="stage kind grpo is not available in this version"):
+        runner.stage_function("grpo")
+
+
+def test_other_kinds_are_dispatched_and_marked_done(tmp_path: Path, fake_kinds: list[tuple[str, str]]) -> None:
+    r = recipe(tmp_path)
+    runner.run_stage(r, r.stages[0], r.run_dir)
+    assert fake_kinds == [("data", "data")]
+    assert json.loads((r.run_dir / "data" / "DONE").read_text())["kind"] == "data"
+
+
+def test_finished_stages_are_skipped_and_the_rest_run_in_order(
+    tmp_path: Path, fake_kinds: list[tuple[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = recipe(tmp_path)
+    for label in ("data", "dpo"):
+        StagePaths(r.run_dir, label).mark_done()
+    runner.train(r)
+    assert fake_kinds == [("eval", "eval")]
+    out = capsys.readouterr().out
+    assert "stage 'data' is done; skipping it" in out and "stage 'dpo' is done; skipping it" in out
+    assert (r.run_dir / "recipe.resolved.yaml").is_file()
+
+
+def test_single_stage_whose_input_has_not_finished_names_it(tmp_path: Path) -> None:
+    with pytest.raises(CollabError, match="stage 'dpo' needs stage 'data', which has not finished"):
+        runner.train(recipe(tmp_path), stage="dpo")
+
+
+def test_unknown_stage_name_lists_the_stages(tmp_path: Path) -> None:
+    with pytest.raises(CollabError, match=r"no stage named 'dpoo'.*\['data', 'dpo', 'eval'\]"):
+        runner.train(recipe(tmp_path), stage="dpoo")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_of_a_folder_that_is_not_a_run_says_so(tmp_path: Path) -> None:
+    with pytest.raises(CollabError, match="is not a run directory \\(no recipe.resolved.yaml in it\\)"):
+        runner.resume(tmp_path)
+    with pytest.raises(CollabError, match="does not exist"):
+        runner.resume(tmp_path / "nope")
+
+
+def test_resume_of_a_finished_run_does_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = recipe(tmp_path)
+    open_run(r, r.run_dir)
+    for s in r.stages:
+        StagePaths(r.run_dir, s.label).mark_done()
+    assert runner.resume(r.run_dir) == r.run_dir
+    assert "every stage is already done; nothing to resume" in capsys.readouterr().out
+
+
+def prepared_dpo(tmp_path: Path, **trainer: Any) -> tuple[Recipe, StagePaths]:
+    r = recipe(tmp_path, trainer)
+    open_run(r, r.run_dir)
+    StagePaths(r.run_dir, "data").mark_done()
+    return r, StagePaths(r.run_dir, "dpo")
+
+
+def test_resume_with_another_number_of_processes_is_refused_before_launching(tmp_path: Path) -> None:
+    r, paths = prepared_dpo(tmp_path)
+    checkpoint = paths.checkpoints / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"w")
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 4}')
+    paths.launch.write_text(json.dumps({"world_size": 8}))
+    with pytest.raises(CollabError, match="started with 8 processes and would now be launched with 1; its "
+                                          "checkpoint checkpoint-4 cannot continue"):
+        runner.resume(r.run_dir)
+    assert not paths.log.exists()  # nothing was launched
+
+
+def test_bf16_on_a_cpu_machine_fails_before_launching(tmp_path: Path) -> None:
+    r, paths = prepared_dpo(tmp_path, bf16=True)
+    with pytest.raises(CollabError, match="--set stages.1.trainer.bf16=false"):
+        runner.run_trainer_stage(r, r.stages[1], r.run_dir)  # type: ignore[arg-type]
+    assert not paths.log.exists()
+
+
+def test_trainer_stage_without_data_from_is_refused(tmp_path: Path) -> None:
+    r = validate_recipe({"name": "x", "output_dir": str(tmp_path), "stages": [{"kind": "sft"}]})
+    with pytest.raises(CollabError, match="stage 'sft' \\(sft\\) has no data_from"):
+        runner.run_trainer_stage(r, r.stages[0], tmp_path)  # type: ignore[arg-type]
