@@ -27,9 +27,11 @@ $(TEST): $(CORE)
 	$(BIN)/python -m pip install -q -e '.[dev,server]'
 	touch $@
 
-## The main job: the quickstart recipe on the embedded SmolLM2, CPU only.
+## The main job: the quickstart recipe on the embedded SmolLM2, CPU only (data -> DPO -> evaluation report).
+## Rerunning continues where it stopped; the report lands in runs/quickstart/eval/report.md.
 quickstart: $(CORE)
-	$(BIN)/collab simulate recipes/quickstart.yaml
+	$(BIN)/collab train recipes/quickstart.yaml
+	@echo; cat runs/quickstart/eval/report.md
 
 ## Every tier: unit, integration (real SmolLM2, real servers), cluster (real one-node Slurm).
 test: $(TEST)

@@ -265,12 +265,23 @@ class EvalStage(StageBase):
         runs: Conversations per task, with different seeds.
         mode: Lost-in-Conversation mode: `sharded` (facts revealed over turns), `full` (the goal at once) or
             `concat` (all shards in one message).
+        tasks: Task set for this evaluation (name or JSONL path); empty for the recipe's `tasks.name`. A different
+            set measures transfer to tasks the model was not trained on.
+        split: Split of that task set; empty for the recipe's `tasks.eval_split`.
+        limit: Number of tasks; empty for the recipe's `tasks.limit`.
+        max_turns: Assistant turns per conversation; empty for the recipe's `simulator.max_turns`.
+        max_new_tokens: Longest assistant turn; empty for the recipe's `reward.policy_max_new_tokens`.
     """
 
     kind: Literal["eval"]
     models: list[str] = []
     runs: int = Field(1, ge=1)
     mode: Literal["sharded", "full", "concat"] = "sharded"
+    tasks: str | None = None
+    split: str | None = None
+    limit: int | None = Field(None, ge=1)
+    max_turns: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
 
 
 Stage = Annotated[Union[TrainerStage, DataStage, EvalStage], Field(discriminator="kind")]

@@ -489,8 +489,10 @@ def stage_model_refs(recipe: Recipe, stage: EvalStage, run_dir: Path) -> list[Mo
 def run_eval_stage(recipe: Recipe, stage: EvalStage, run_dir: str | Path) -> dict[str, Any]:
     """Run an eval stage of a recipe into `<run_dir>/<stage label>`, sharing the run's request cache.
 
-    Tasks: `tasks.name` with `tasks.eval_split`; simulator, system prompt and the MR reward from the recipe; sampling
-    from `reward.policy_temperature` and `reward.policy_max_new_tokens`; max turns from `simulator.max_turns`.
+    Tasks: the stage's `tasks`/`split`/`limit`, else `tasks.name` with `tasks.eval_split` and `tasks.limit`;
+    simulator, system prompt and the MR reward from the recipe; sampling from `reward.policy_temperature` and the
+    stage's `max_new_tokens` (else `reward.policy_max_new_tokens`); max turns from the stage (else
+    `simulator.max_turns`).
     """
     from collab.backends.registry import make_backend
     from collab.config import BackendConfig
@@ -517,16 +519,16 @@ def run_eval_stage(recipe: Recipe, stage: EvalStage, run_dir: str | Path) -> dic
         judge = InteractivityJudge(judge_backend, max_reasks=recipe.judge.max_reasks)
     sim = recipe.simulator
     settings = EvalSettings(
-        tasks=recipe.tasks.name,
-        split=recipe.tasks.eval_split,
-        limit=recipe.tasks.limit,
+        tasks=stage.tasks or recipe.tasks.name,
+        split=stage.split or recipe.tasks.eval_split,
+        limit=stage.limit or recipe.tasks.limit,
         task_seed=recipe.tasks.seed,
         runs=stage.runs,
         mode=stage.mode,
-        max_turns=sim.max_turns,
+        max_turns=stage.max_turns or sim.max_turns,
         seed=recipe.seed,
         system_prompt=recipe.model.system_prompt,
-        max_new_tokens=recipe.reward.policy_max_new_tokens,
+        max_new_tokens=stage.max_new_tokens or recipe.reward.policy_max_new_tokens,
         temperature=recipe.reward.policy_temperature,
         batch_size=recipe.policy.max_batch_size,
         simulator=json.dumps(sim.model_dump(mode="json"), sort_keys=True),

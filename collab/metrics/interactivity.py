@@ -11,15 +11,15 @@ Two measures:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from collab.backends.base import Backend
-from collab.chat import Conversation, Message, SamplingParams, message
+from collab.chat import Conversation, Generation, Message, SamplingParams, message
 from collab.jsonparse import JSONParseError, parse_json_object
 from collab.metrics.base import MetricResult
 from collab.metrics.behaviour import RevealRecord, revealed_per_user_turn
 from collab.metrics.dialogue_acts import classify_turn, is_question
+from collab.reasking import generate_with_reasks
 from collab.tasks.record import Task
 
 JUDGE_SYSTEM = "You are a careful, impartial evaluator of conversations between a user and an AI assistant."
@@ -87,13 +87,6 @@ def parse_rating(text: str) -> tuple[float, str]:
     return value, obj["thought"]
 
 
-def _round_seed(seed: int, round_index: int) -> int:
-    if round_index == 0:
-        return seed
-    digest = hashlib.sha256(f"judge-reask:{seed}:{round_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
 class InteractivityJudge:
     """Batched LLM judge of interactivity (temperature 0 as in the paper).
 
@@ -133,46 +126,31 @@ class InteractivityJudge:
             prompts[i] = judge_prompt(task, conversation)
         self.stats.items += len(items)
 
-        pending = dict(prompts)
-        last_error: dict[int, str] = {}
-        for round_index in range(self.max_reasks + 1):
-            if not pending:
-                break
-            order = sorted(pending)
-            if round_index:
-                self.stats.reasks += len(order)
-            replies = self.backend.generate(
-                [pending[i] for i in order], self.params.with_(seed=_round_seed(self.params.seed, round_index))
-            )
-            self.stats.calls += 1
-            retry: dict[int, list[Message]] = {}
-            for i, samples in zip(order, replies):
-                gen = samples[0]
-                if not gen.ok:
-                    self.stats.backend_errors += 1
-                    last_error[i] = f"backend error: {gen.error}"
+        def interpret(i: int, gen: Generation) -> tuple[MetricResult | None, str | None]:
+            if not gen.ok:
+                self.stats.backend_errors += 1
+                return None, f"backend error: {gen.error}"
+            try:
+                value, thought = parse_rating(gen.text)
+            except JSONParseError as exc:
+                if "outside [0, 1]" in exc.reason:
+                    self.stats.out_of_range += 1
                 else:
-                    try:
-                        value, thought = parse_rating(gen.text)
-                    except JSONParseError as exc:
-                        if "outside [0, 1]" in exc.reason:
-                            self.stats.out_of_range += 1
-                        else:
-                            self.stats.parse_failures += 1
-                        last_error[i] = f"unparseable: {exc.reason}"
-                    else:
-                        results[i] = MetricResult(value, details={"thought": thought, "attempts": round_index + 1})
-                        continue
-                retry[i] = [
-                    *prompts[i],
-                    message("assistant", gen.text[:2000] or "(empty)"),
-                    message("user", _REASK.format(reason=last_error[i])),
-                ]
-            pending = retry
+                    self.stats.parse_failures += 1
+                return None, f"unparseable: {exc.reason}"
+            return MetricResult(value, details={"thought": thought}), None
 
-        for i in pending:
+        outcome = generate_with_reasks(
+            self.backend, prompts, {i: self.params.seed for i in prompts}, self.params, interpret,
+            max_reasks=self.max_reasks, reask_note=lambda reason: _REASK.format(reason=reason), salt="judge-reask",
+        )
+        self.stats.calls += outcome.calls
+        self.stats.reasks += outcome.reasks
+        for i, result in outcome.values.items():
+            results[i] = MetricResult(result.value, details={**result.details, "attempts": outcome.attempts[i]})
+        for i, error in outcome.failures.items():
             self.stats.failures += 1
-            results[i] = MetricResult.fail(last_error[i], attempts=self.max_reasks + 1)
+            results[i] = MetricResult.fail(error, attempts=self.max_reasks + 1)
         return [r if r is not None else MetricResult.fail("not scored") for r in results]
 
 

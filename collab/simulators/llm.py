@@ -13,17 +13,17 @@ did not end because the user was satisfied. `info["failed"]` is True exactly in 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from collab.backends.base import Backend, Request
+from collab.backends.base import Backend
 from collab.chat import Conversation, Generation, SamplingParams
 from collab.jsonparse import JSONParseError, parse_json_object
 from collab.metrics.dialogue_acts import is_answer_attempt, states_math_result
+from collab.reasking import generate_with_reasks
 from collab.simulators.base import SimulatorStats, UserSimulator, UserTurn
-from collab.simulators.prompts import TERMINATE, opening_prompt, reask_messages, respond_prompt
+from collab.simulators.prompts import TERMINATE, opening_prompt, reask_note, respond_prompt
 from collab.tasks.record import Task
 
 _TERMINATE_RE = re.compile(r"\[\[\s*TERMINATE[ _]CHAT\s*\]\]", re.IGNORECASE)
@@ -106,15 +106,6 @@ def role_confusion(
     return None
 
 
-def _round_seed(seed: int, round_index: int) -> int:
-    """The seed of re-ask round `round_index`: stable across processes (no salted hash()), 31 bits so every
-    backend accepts it, and round 0 keeps the caller's seed so first attempts share the cache."""
-    if round_index == 0:
-        return seed
-    digest = hashlib.sha256(f"llm-sim-reask:{seed}:{round_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
 class LLMSimulator(UserSimulator):
     """A user simulator prompted CollabLLM style on any Backend.
 
@@ -182,39 +173,22 @@ class LLMSimulator(UserSimulator):
                 continue
             prompts[i] = respond_prompt(task, turns)
 
-        pending = dict(prompts)
-        last_error: dict[int, str] = {}
-        for round_index in range(self.max_reasks + 1):
-            if not pending:
-                break
-            order = sorted(pending)
-            if round_index:
-                self.stats.reasks += len(order)
-            requests = [
-                Request(pending[i], self.params.with_(seed=_round_seed(item_seeds[i], round_index))) for i in order
-            ]
-            replies = self.backend.generate_requests(requests)
-            retry: dict[int, Conversation] = {}
-            for i, gen in zip(order, replies):
-                task, transcript = batch[i]
-                turn, error = self._interpret(task, gen, opening=not any(m["role"] != "system" for m in transcript))
-                if turn is not None:
-                    turn.info["attempts"] = round_index + 1
-                    results[i] = turn
-                    self.stats.turns += 1
-                else:
-                    assert error is not None
-                    last_error[i] = error
-                    retry[i] = reask_messages(prompts[i], gen.text, error)
-            pending = retry
+        def interpret(i: int, gen: Generation) -> tuple[UserTurn | None, str | None]:
+            task, transcript = batch[i]
+            return self._interpret(task, gen, opening=not any(m["role"] != "system" for m in transcript))
 
-        for i in pending:
+        outcome = generate_with_reasks(
+            self.backend, prompts, {i: item_seeds[i] for i in prompts}, self.params, interpret,
+            max_reasks=self.max_reasks, reask_note=reask_note, salt="user-reask",
+        )
+        self.stats.reasks += outcome.reasks
+        for i, turn in outcome.values.items():
+            turn.info["attempts"] = outcome.attempts[i]
+            results[i] = turn
+            self.stats.turns += 1
+        for i, error in outcome.failures.items():
             self.stats.gave_up += 1
-            results[i] = UserTurn(
-                None,
-                done=True,
-                info={"error": last_error[i], "failed": True, "attempts": self.max_reasks + 1},
-            )
+            results[i] = UserTurn(None, done=True, info={"error": error, "failed": True, "attempts": self.max_reasks + 1})
         return [r if r is not None else UserTurn(None, done=True, info={"error": "no turn"}) for r in results]
 
     def _interpret(self, task: Task, gen: Generation, *, opening: bool) -> tuple[UserTurn | None, str | None]:

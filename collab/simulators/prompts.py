@@ -9,7 +9,7 @@ to reason about the conversation without leaking that reasoning into the user tu
 
 from __future__ import annotations
 
-from collab.chat import Conversation, Message, message
+from collab.chat import Conversation, message
 from collab.tasks.record import Task
 
 TERMINATE = "[[TERMINATE CHAT]]"
@@ -83,11 +83,9 @@ def opening_prompt(task: Task) -> Conversation:
     return [message("system", SYSTEM_PROMPT), message("user", body)]
 
 
-def reask_messages(prompt: Conversation, bad_output: str, reason: str) -> Conversation:
-    """The original prompt plus the rejected output and why it was rejected, so the retry can correct itself."""
-    note: Message = message(
-        "user",
+def reask_note(reason: str) -> str:
+    """What the simulated user is told when its reply was rejected."""
+    return (
         f"That reply was rejected ({reason}). Remember: you are the USER, not the assistant. Reply with only the "
-        'JSON object with the keys "current_answer", "thought" and "response", all strings.',
+        'JSON object with the keys "current_answer", "thought" and "response", all strings.'
     )
-    return [*prompt, message("assistant", bad_output[:2000] or "(empty)"), note]
