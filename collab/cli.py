@@ -122,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run's output_dir (holds recipe.resolved.yaml)")
     resume.add_argument("--stage", default=None, help="resume only this stage")
     # --- end train ---
+    # --- plan (collab.plan) ---
+    from collab.plan.options import add_plan_arguments
+
+    plan = sub.add_parser("plan", help="count the LLM calls, tokens, API cost and GPU-hours of a recipe's stages "
+                          "without running them")
+    _add_recipe_args(plan)
+    add_plan_arguments(plan)
+    # --- end plan ---
     return parser
 
 
@@ -243,6 +251,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         console.print(f"run directory: {run_dir}", markup=False, highlight=False)
         return 0
     # --- end train ---
+    # --- plan (collab.plan) ---
+    if args.command == "plan":
+        from collab.plan import TaskCounts, plan_recipe
+        from collab.plan.options import assumptions_from_args
+        from collab.plan.render import render
+
+        tokens, throughput = assumptions_from_args(args)
+        render(plan_recipe(_recipe(args), stage=args.stage, tokens=tokens, throughput=throughput,
+                           tasks=TaskCounts(train=args.tasks_count, eval=args.eval_tasks_count)), console)
+        return 0
+    # --- end plan ---
     raise AssertionError(args.command)
 
 

@@ -1,0 +1,46 @@
+"""Command-line options of `collab plan`: one flag per assumption field (`--policy-tokens-per-s 3000`), generated
+from the dataclasses so a new assumption is an option without further code."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from collab.errors import CollabError
+from collab.plan.cost import Throughput
+from collab.plan.counts import TokenAssumptions
+
+ASSUMPTION_CLASSES: tuple[type, ...] = (TokenAssumptions, Throughput)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --stage, the task counts and one option per assumption field to `parser`."""
+    parser.add_argument("--stage", default=None, help="plan only this stage")
+    parser.add_argument("--tasks-count", type=int, default=None, metavar="N",
+                        help="tasks of tasks.split (default: tasks.limit, else the loaded task set)")
+    parser.add_argument("--eval-tasks-count", type=int, default=None, metavar="N",
+                        help="tasks of tasks.eval_split (default: tasks.limit, else the loaded task set)")
+    group = parser.add_argument_group("assumptions", "sizes and throughputs the plan assumes (defaults in brackets)")
+    for cls in ASSUMPTION_CLASSES:
+        for f in dataclasses.fields(cls):
+            kind = int if f.type in ("int", int) else float
+            group.add_argument(flag(f.name), dest=f"assume_{f.name}", type=kind, default=None, metavar="X",
+                               help=f"{f.metadata.get('help', '')} [{f.default:g}]")
+
+
+def assumptions_from_args(args: argparse.Namespace) -> tuple[TokenAssumptions, Throughput]:
+    """The assumption dataclasses with the options given on the command line applied."""
+    built: list[Any] = []
+    for cls in ASSUMPTION_CLASSES:
+        given = {f.name: getattr(args, f"assume_{f.name}") for f in dataclasses.fields(cls)
+                 if getattr(args, f"assume_{f.name}", None) is not None}
+        try:
+            built.append(cls(**given))
+        except ValueError as e:
+            raise CollabError(f"collab plan: {e}", fix="pass a positive value.") from None
+    return built[0], built[1]
