@@ -1,4 +1,5 @@
-"""What every offline trainer stage shares: the starting model (full or LoRA), the Trainer arguments, the final save.
+"""What every trainer stage (sft, dpo, online_dpo, grpo, rloo) shares: the starting model (full or LoRA), the
+Trainer arguments, the final save.
 
 Starting model (`init_from` empty -> `model.name`; else the earlier stage's `final/`):
 
@@ -143,6 +144,7 @@ def build_model(recipe: Recipe, stage: TrainerStage, run_dir: Path, *, needs_ref
 # --- trainer arguments -------------------------------------------------------------------------------------------
 
 DEFAULT_SAVE_TOTAL_LIMIT = 2
+ONLINE_KINDS = ("online_dpo", "grpo", "rloo")
 
 
 def trainer_arguments(
@@ -153,7 +155,8 @@ def trainer_arguments(
     collab sets output_dir (`<run>/<stage>/checkpoints`), report_to and run_name; defaults save_strategy to
     `steps`, save_total_limit to 2 and seed to the recipe's seed; refuses save_only_model (such checkpoints cannot
     resume); and on a machine without a GPU sets use_cpu and turns off bf16/fp16 unless the recipe asked for them,
-    which is an error there.
+    which is an error there. Online stages get their own additions and checks (`collab.train.online.
+    online_arguments`: logging every step, the vLLM server address, unsupported vLLM settings).
     """
     index = stage_index(recipe, stage)
     args = dict(stage.trainer)
@@ -184,6 +187,10 @@ def trainer_arguments(
         report_to=["wandb"] if tracking else "none",
         run_name=run_name(recipe, stage),
     )
+    if stage.kind in ONLINE_KINDS:
+        from collab.train.online import online_arguments
+
+        args = online_arguments(stage, args, gpu=gpu)
     return args
 
 

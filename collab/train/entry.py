@@ -1,4 +1,4 @@
-"""The script `accelerate launch` runs for an offline trainer stage:
+"""The script `accelerate launch` runs for a trainer stage (sft, dpo, online_dpo, grpo, rloo):
 
     accelerate launch --config_file accelerate_configs/cpu.yaml -m collab.train.entry --run-dir RUN --stage NAME
 

@@ -5,7 +5,8 @@ continue under this recipe), then runs the stages in order, skipping those with 
 resolved recipe back and continues with the first stage without DONE, from its newest complete checkpoint.
 
 Stage kinds are dispatched by `run_stage`: `sft` and `dpo` run in a subprocess started with `accelerate launch`
-(`collab.train.entry`); the other kinds call functions with the same signature, imported when needed:
+(`collab.train.entry`); the other kinds call functions with the same signature, imported when needed (the online
+kinds' function launches `collab.train.entry` the same way, through `run_trainer_stage`):
 
     data:                     collab.data.engine.run_data_stage(recipe, stage, run_dir)
                               (or collab.data.stage.run_data_stage)
@@ -170,7 +171,7 @@ def _preflight(recipe: Recipe, stage: TrainerStage, run_dir: Path, gpu: bool) ->
     """Fail in this process, before a launch that takes seconds to start, on what the trainer would refuse."""
     from collab.train.common import init_source, trainer_arguments
 
-    if not stage.data_from:
+    if stage.kind in OFFLINE_KINDS and not stage.data_from:
         raise CollabError(f"stage '{stage.label}' ({stage.kind}) has no data_from: it needs the data stage whose "
                           f"{stage.kind}/ dataset it trains on", fix="set `data_from:` to an earlier data stage.")
     trainer_arguments(recipe, stage, run_dir, gpu=gpu, tracking=False)
@@ -179,7 +180,7 @@ def _preflight(recipe: Recipe, stage: TrainerStage, run_dir: Path, gpu: bool) ->
 
 
 def run_trainer_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, *, out: IO[str] | None = None) -> Path:
-    """Launch `collab.train.entry` for an sft/dpo stage and wait for it; returns the stage's final/ folder.
+    """Launch `collab.train.entry` for a trainer stage and wait for it; returns the stage's final/ folder.
 
     Raises StagePreempted (exit code 75) when the trainer stopped on a signal after saving a checkpoint, and a
     CollabError with the last lines of its output when it failed.

@@ -1,4 +1,4 @@
-"""One offline trainer stage (sft, dpo) inside the process that `accelerate launch` started.
+"""One trainer stage (sft, dpo, online_dpo, grpo, rloo) inside the process that `accelerate launch` started.
 
 Order of work: check the launch against launch.json, load data and the starting model, build the TRL trainer with
 the preemption callback, open the W&B run, train (from the newest complete checkpoint when there is one), then
@@ -23,7 +23,7 @@ from collab.train.paths import StagePaths
 from collab.train.preemption import PreemptionFlag
 from collab.train.tracking import finish_run, start_run, tracking_enabled
 
-OFFLINE_KINDS = ("sft", "dpo")
+TRAINER_KINDS = ("sft", "dpo", "online_dpo", "grpo", "rloo")
 
 
 @dataclass
@@ -52,7 +52,12 @@ def check_world_size(paths: StagePaths, world_size: int, resuming_from: Path | N
         atomic_write_json(paths.launch, {**recorded, "world_size": world_size})
 
 
-def _data_and_builder(run_dir: Path, stage: TrainerStage) -> tuple[Any, Any]:
+def _data_and_builder(recipe: Recipe, run_dir: Path, stage: TrainerStage) -> tuple[Any, Any]:
+    if stage.kind in ("online_dpo", "grpo", "rloo"):
+        from collab.train.online import online_builder
+        from collab.train.online_data import load_online_data
+
+        return load_online_data(recipe, stage, run_dir), online_builder(recipe, stage, run_dir)
     if stage.kind == "sft":
         from collab.train.sft import build_sft_trainer, load_sft_data
 
@@ -66,8 +71,8 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
     """Train `stage` in this process (one of the launched ones); see the module docstring."""
     from accelerate import PartialState
 
-    if stage.kind not in OFFLINE_KINDS:
-        raise CollabError(f"collab.train.entry runs the offline stages {OFFLINE_KINDS}, not '{stage.kind}'")
+    if stage.kind not in TRAINER_KINDS:
+        raise CollabError(f"collab.train.entry runs the trainer stages {TRAINER_KINDS}, not '{stage.kind}'")
     state = PartialState()
     paths = StagePaths(run_dir, stage.label)
     checkpoint = last_complete_checkpoint(paths.checkpoints)
@@ -82,7 +87,7 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
             print(f"collab: removed the incomplete checkpoint {removed}", flush=True)
     state.wait_for_everyone()
 
-    data, build_trainer = _data_and_builder(run_dir, stage)
+    data, build_trainer = _data_and_builder(recipe, run_dir, stage)
     tracking = tracking_enabled(recipe)
     args = trainer_arguments(recipe, stage, run_dir, gpu=has_gpu(), tracking=tracking)
     config = make_config(stage.kind, args)
@@ -93,6 +98,10 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
     run = None
     if tracking and state.is_main_process:
         rows = [data["train"][i] for i in range(min(16, len(data["train"])))]
+        if stage.kind not in ("sft", "dpo"):
+            from collab.train.online_data import sample_rows
+
+            rows = sample_rows(rows)  # online stages: the prompts, shown as conversations
         run = start_run(recipe, stage, run_dir, samples=rows, first_launch=checkpoint is None)
     if checkpoint is not None:
         print(f"collab: resuming stage '{stage.label}' from {checkpoint}", flush=True)

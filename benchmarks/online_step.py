@@ -1,0 +1,124 @@
+"""Seconds per online training step, split into MR rollouts, TRL's own sampling of the completions, and the rest
+(log-probabilities, loss, backward, optimizer).
+
+Each stage kind is built in this process exactly as `collab train` builds it (`build_online_trainer`) and trained
+for a few steps; a callback times every step, the reward function times its MR call (`mr/seconds`), and TRL's
+`_generate` is wrapped to time the sampling. Also counted per step: MR's policy requests and engine calls.
+
+    python -m benchmarks.online_step [--model smollm2-135m-instruct] [--kinds grpo,rloo,online_dpo] [--steps 3] \
+        [--prompts 2] [--generations 2] [--tokens 128] [--window 1] [--samples 1] [--turn-tokens 48]
+
+Run with one thread per process on a shared machine (`OMP_NUM_THREADS=1`): spinning threads slow everything down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine
+
+
+def stage_trainer_args(kind: str, a: argparse.Namespace) -> dict[str, Any]:
+    common = {"max_steps": a.steps, "save_strategy": "no", "logging_steps": 1, "gradient_checkpointing": False,
+              "learning_rate": 1e-5, "report_to": "none"}
+    if kind == "online_dpo":  # two completions per prompt, by construction
+        return {**common, "per_device_train_batch_size": a.prompts, "max_new_tokens": a.tokens, "max_length": 1024}
+    return {**common, "per_device_train_batch_size": a.prompts * a.generations, "num_generations": a.generations,
+            "max_completion_length": a.tokens}
+
+
+def run_kind(kind: str, a: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from transformers import TrainerCallback
+
+    from collab.config import validate_recipe
+    from collab.train.online import build_online_trainer
+
+    recipe = validate_recipe({
+        "name": f"bench-{kind}", "output_dir": str(root / kind), "seed": 0, "model": {"name": a.model},
+        "tasks": {"name": "clarify-math", "limit": a.prompts * a.steps},
+        "reward": {"window": a.window, "samples": a.samples, "policy_max_new_tokens": a.turn_tokens},
+        "stages": [{"kind": kind, "trainer": stage_trainer_args(kind, a)}],
+    })
+    step_times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            step_times.append(time.perf_counter() - self.started)
+
+    trainer = build_online_trainer(recipe, recipe.stages[0], recipe.run_dir, callbacks=[StepTimer()])  # type: ignore[arg-type]
+    sampling: list[float] = []
+    generate = trainer._generate
+
+    @functools.wraps(generate)
+    def timed_generate(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            sampling.append(time.perf_counter() - started)
+
+    trainer._generate = timed_generate
+    reward = trainer.mr_reward
+    mr_calls: list[dict[str, float]] = []
+    drain = reward.drain
+    reward.drain = lambda gather=None: mr_calls.append(drain(gather)) or mr_calls[-1]  # keep what each log drained
+    trainer.train()
+    engine = reward.reward.engine.stats
+    policy = reward.reward.policy.stats
+    skip = 1 if len(step_times) > 1 else 0  # the first step pays one-time costs
+    steps = step_times[skip:]
+    mr = [m["mr/seconds"] for m in mr_calls if "mr/seconds" in m][skip:]
+    sampled = sampling[skip:]
+    rates = [m["mr/truncated_rate"] for m in mr_calls if "mr/truncated_rate" in m]
+    completions = a.prompts * (2 if kind == "online_dpo" else a.generations)
+    n = len(step_times)
+    return {"kind": kind, "completions": completions, "step_s": sum(steps) / len(steps),
+            "mr_s": sum(mr) / max(1, len(mr)), "sampling_s": sum(sampled) / max(1, len(sampled)),
+            "policy_requests": policy.requests / n, "policy_calls": engine.policy_calls / n,
+            "simulator_calls": engine.simulator_calls / n,
+            "truncated": sum(rates) / max(1, len(rates))}
+
+
+def share(seconds: float, step: float) -> str:
+    return f"{seconds:.1f} s ({100 * seconds / step:.0f}%)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--kinds", default="grpo,rloo,online_dpo")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--prompts", type=int, default=2, help="B: prompts per step")
+    parser.add_argument("--generations", type=int, default=2, help="G: completions per prompt (grpo, rloo)")
+    parser.add_argument("--tokens", type=int, default=128, help="max tokens of a sampled completion")
+    parser.add_argument("--window", type=int, default=1, help="w: future assistant turns in a rollout")
+    parser.add_argument("--samples", type=int, default=1, help="S: rollouts per completion")
+    parser.add_argument("--turn-tokens", type=int, default=48, help="max tokens of a future policy turn")
+    a = parser.parse_args()
+    print(f"machine: {machine()}")
+    print(f"model {a.model}; B={a.prompts} prompts, G={a.generations} (online_dpo: 2), {a.tokens} completion tokens, "
+          f"S={a.samples}, w={a.window}, {a.turn_tokens} tokens per future turn; mean of steps 2..{a.steps}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in a.kinds.split(","):
+            rows.append(run_kind(kind, a, Path(tmp)))
+    print("| stage | completions/step | s/step | MR rollouts | TRL sampling | optimisation + rest | "
+          "truncated | MR policy requests/step | MR engine steps (policy / simulator calls) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        rest = r["step_s"] - r["mr_s"] - r["sampling_s"]
+        print(f"| {r['kind']} | {r['completions']} | {r['step_s']:.1f} | {share(r['mr_s'], r['step_s'])} | "
+              f"{share(r['sampling_s'], r['step_s'])} | {share(rest, r['step_s'])} | {100 * r['truncated']:.0f}% | "
+              f"{r['policy_requests']:.1f} | {r['policy_calls']:.1f} / {r['simulator_calls']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
