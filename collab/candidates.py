@@ -70,8 +70,13 @@ def sample_candidates(
     *,
     system_prompt: str | None = None,
     seed: int = 0,
+    seeds: list[int] | None = None,
 ) -> list[list[Candidate]]:
     """`len(strategies)` candidates for each (task, history), all sampled in one batched policy call.
+
+    `seeds` (one per item) makes each item's candidates depend on its own seed only, not on its position in the
+    batch (the data engine needs this: a resumed run batches conversations differently); without it, item i draws
+    from `seed` and its position.
 
     Failed generations are dropped (and counted by the backend); a candidate that hit the token limit is marked
     truncated so MR gives it the fixed penalty.
@@ -79,9 +84,14 @@ def sample_candidates(
     from collab.backends.base import Request
     from collab.reward import Candidate
 
+    if seeds is not None and len(seeds) != len(items):
+        raise ValueError(f"{len(seeds)} seeds for {len(items)} items")
+    # Per item: (prefill seed, sampling seed, sample index); the sampled seed is the sampling seed + the index.
+    base = ([(s, s, 0) for s in seeds] if seeds is not None
+            else [(seed + i, seed, i) for i in range(len(items))])
     requests = [
-        Request(steered_prompt(strategy, history, system_prompt, seed=seed + i + j), params.with_(seed=seed + 17 * j, n=1),
-                sample_index=i)
+        Request(steered_prompt(strategy, history, system_prompt, seed=base[i][0] + j),
+                params.with_(seed=base[i][1] + 17 * j, n=1), sample_index=base[i][2])
         for i, (_, history) in enumerate(items)
         for j, strategy in enumerate(strategies)
     ]

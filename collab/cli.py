@@ -279,6 +279,8 @@ def _eval_command(args: argparse.Namespace, console: Console) -> int:
     if args.simulator == "llm" and not args.simulator_model:
         raise CollabError("--simulator llm needs --simulator-model (the model that plays the user)")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CollabError(f"--out {out} is a file, not a folder", fix="give a folder (it is created when missing).")
     cache = RequestCache(out / "cache.sqlite")
     sim_backend = load_backend(args.simulator_model, cache=cache) if args.simulator == "llm" else None
     simulator = make_simulator(args.simulator, backend=sim_backend, max_turns=args.max_turns)

@@ -11,11 +11,13 @@ tests and smoke recipes use, so they never load 135M weights.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,7 +197,8 @@ def load_tokenizer(name: str) -> Any:
     path = resolve_model(name)
     if Path(path, "adapter_config.json").is_file() and not Path(path, "tokenizer_config.json").is_file():
         path = _adapter_base(Path(path))
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    with _unloadable(name, path, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -210,6 +213,19 @@ def _adapter_base(adapter_dir: Path) -> str:
     return resolve_model(base)
 
 
+@contextlib.contextmanager
+def _unloadable(name: str, path: str | Path, what: str) -> Iterator[None]:
+    """transformers' errors for a folder that holds no loadable model (a config that is not JSON, missing weights or
+    tokenizer files) become a CollabError naming the folder, instead of a traceback."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        raise CollabError(f"cannot load the {what} of '{name}' from {path}: {str(e).strip()[:300]}", where="model",
+                          fix="point to a complete saved model or checkpoint directory (config.json, weights and "
+                          "tokenizer files), or use a model name such as "
+                          f"'{DEFAULT_MODEL}'.") from None
+
+
 def load_model(name: str, *, dtype: str = "auto", device: str | None = None) -> Any:
     """A causal LM ready for inference; LoRA adapters are loaded on their base model and merged."""
     import torch
@@ -217,13 +233,14 @@ def load_model(name: str, *, dtype: str = "auto", device: str | None = None) -> 
 
     path = Path(resolve_model(name))
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        from peft import PeftModel
+    with _unloadable(name, path, "model"):
+        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(_adapter_base(path), dtype=torch_dtype)
-        model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+            base = AutoModelForCausalLM.from_pretrained(_adapter_base(path), dtype=torch_dtype)
+            model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval()

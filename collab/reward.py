@@ -119,9 +119,14 @@ class MultiturnReward:
             raise ValueError("reward.interactivity='judge' needs a judge")
         self.stats = RewardStats()
 
-    def score(self, candidates: list[Candidate], seed: int = 0) -> list[MRResult]:
-        """MR for every candidate, with all rollouts of all candidates advanced together."""
+    def score(self, candidates: list[Candidate], seed: int = 0, *, seeds: list[int] | None = None) -> list[MRResult]:
+        """MR for every candidate, with all rollouts of all candidates advanced together.
+
+        Rollout k of candidate i is seeded `seeds[i] + k` when `seeds` is given (so a candidate's MR does not depend
+        on which other candidates share the batch), else `seed * 1_000_003 + i * 101 + k`."""
         cfg = self.config
+        if seeds is not None and len(seeds) != len(candidates):
+            raise ValueError(f"{len(seeds)} seeds for {len(candidates)} candidates")
         results: list[MRResult | None] = [None] * len(candidates)
         states: list[tuple[int, ConversationState]] = []
         for i, cand in enumerate(candidates):
@@ -134,7 +139,7 @@ class MultiturnReward:
                 state = ConversationState(
                     task=cand.task,
                     messages=[*cand.history, Message(role="assistant", content=cand.text)],
-                    seed=seed * 1_000_003 + i * 101 + k,
+                    seed=(seeds[i] if seeds is not None else seed * 1_000_003 + i * 101) + k,
                     max_assistant_turns=cfg.window,
                     done=cfg.window == 0,
                 )

@@ -16,6 +16,9 @@ def started_stages(recipe: Recipe, run_dir: Path) -> list[str]:
 
 def open_run(recipe: Recipe, run_dir: Path) -> None:
     """Write the resolved recipe, after checking that a run already in `run_dir` can continue under it."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CollabError(f"output_dir {run_dir} is a file, not a folder",
+                          fix="set output_dir to a folder (it is created when missing).")
     resolved = run_dir / RESOLVED_RECIPE
     if resolved.is_file():
         previous = load_recipe(resolved)

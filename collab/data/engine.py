@@ -125,14 +125,17 @@ class DataEngine:
         """Advance every conversation by one scored assistant turn; returns how many finished."""
         self._open([c for c in conversations if not c.history])
         live = [c for c in conversations if not c.done]
-        seed = stable_seed(self.recipe.seed, *(c.task.id for c in live[:1]), live[0].turn if live else 0)
+        # Seeds per conversation and turn, never per batch position: a resumed run batches the unfinished
+        # conversations differently, and must still produce what an uninterrupted run produces.
+        seeds = [stable_seed(self.recipe.seed, c.task.id, c.turn) for c in live]
         params = SamplingParams(max_new_tokens=self.stage.max_new_tokens, temperature=self.stage.temperature)
         groups = sample_candidates(
             self.policy, [(c.task, c.history) for c in live], self.strategies, params,
-            system_prompt=self.recipe.model.system_prompt, seed=seed,
+            system_prompt=self.recipe.model.system_prompt, seeds=seeds,
         )
         flat = [cand for group in groups for cand in group]
-        scores = self.reward.score(flat, seed=seed)
+        rollout_seeds = [seed * 1_000_003 + j * 101 for seed, group in zip(seeds, groups) for j in range(len(group))]
+        scores = self.reward.score(flat, seeds=rollout_seeds)
         records, offset = [], 0
         for conv, group in zip(live, groups):
             records.append(self._advance(conv, group, scores[offset : offset + len(group)]))

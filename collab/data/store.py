@@ -13,16 +13,27 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from collab.errors import CollabError
+
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Complete records of a store, in order. A torn final line (no newline) is skipped."""
+    """Complete records of a store, in order. A torn final line (no newline) is skipped; any other line that is not
+    a JSON object was not written by the store, and is a CollabError naming the file and line."""
     if not path.is_file():
         return
     with path.open("rb") as f:
-        for raw in f:
+        for number, raw in enumerate(f, start=1):
             if not raw.endswith(b"\n"):
                 return  # the line a crash interrupted
-            yield json.loads(raw)
+            try:
+                record = json.loads(raw)
+            except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+                record = e
+            if not isinstance(record, dict):
+                raise CollabError(f"line {number} is not a store record ({record})", where=str(path),
+                                  fix="this file is only ever appended to by `collab data`; restore it, delete it to "
+                                  "regenerate its conversations, or use a new output_dir.")
+            yield record
 
 
 class JsonlStore:
