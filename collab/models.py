@@ -186,7 +186,7 @@ def resolve_model(name: str, *, where: str = "model") -> str:
     raise CollabError(
         f"unknown model '{name}'",
         where=where,
-        fix=f"{hint}use one of {', '.join(KNOWN_NAMES[:2] + [TINY_MODEL])}, a local model directory, or a hub id "
+        fix=f"{hint}use {DEFAULT_MODEL} or {TINY_MODEL}, a local model directory, or a hub id "
         "such as 'meta-llama/Llama-3.1-8B-Instruct'.",
     )
 
