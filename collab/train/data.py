@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,26 @@ def eval_split(data: Any, args: dict[str, Any]) -> Any | None:
     if args.get("eval_strategy", "no") == "no" or "eval" not in data or len(data["eval"]) == 0:
         return None
     return data["eval"]
+
+
+def build_offline_trainer(
+    trainer_cls: type, to_row: Callable[[dict[str, Any]], dict[str, Any]], setup: Any, config: Any, data: Any,
+    args: dict[str, Any], callbacks: list[Any], **extra: Any,
+) -> Any:
+    """A TRL trainer over a data stage's DatasetDict, its rows converted by `to_row` (shared by sft and dpo)."""
+
+    def convert(split: Any) -> Any:
+        return split.map(to_row, remove_columns=split.column_names)
+
+    evaluation = eval_split(data, args)
+    return trainer_cls(
+        model=setup.model,
+        args=config,
+        train_dataset=convert(data["train"]),
+        eval_dataset=convert(evaluation) if evaluation is not None else None,
+        processing_class=setup.tokenizer,
+        peft_config=setup.peft_config,
+        callbacks=callbacks,
+        **extra,
+    )
+

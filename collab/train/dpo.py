@@ -13,7 +13,7 @@ from typing import Any
 
 from collab.config import TrainerStage
 from collab.train.common import ModelSetup
-from collab.train.data import eval_split, load_stage_data, require_columns
+from collab.train.data import build_offline_trainer, load_stage_data, require_columns
 
 SUBSET = "dpo"
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -38,17 +38,5 @@ def load_dpo_data(run_dir: Path, stage: TrainerStage) -> Any:
 def build_dpo_trainer(setup: ModelSetup, config: Any, data: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
     from trl import DPOTrainer
 
-    def convert(split: Any) -> Any:
-        return split.map(to_preference, remove_columns=split.column_names)
-
-    evaluation = eval_split(data, args)
-    return DPOTrainer(
-        model=setup.model,
-        ref_model=setup.ref_model,
-        args=config,
-        train_dataset=convert(data["train"]),
-        eval_dataset=convert(evaluation) if evaluation is not None else None,
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=callbacks,
-    )
+    return build_offline_trainer(DPOTrainer, to_preference, setup, config, data, args, callbacks,
+                                 ref_model=setup.ref_model)

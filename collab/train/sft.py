@@ -13,7 +13,7 @@ from typing import Any
 from collab.config import TrainerStage
 from collab.errors import CollabError
 from collab.train.common import ModelSetup
-from collab.train.data import eval_split, load_stage_data, require_columns
+from collab.train.data import build_offline_trainer, load_stage_data, require_columns
 
 SUBSET = "sft"
 
@@ -35,16 +35,4 @@ def load_sft_data(run_dir: Path, stage: TrainerStage) -> Any:
 def build_sft_trainer(setup: ModelSetup, config: Any, data: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
     from trl import SFTTrainer
 
-    def convert(split: Any) -> Any:
-        return split.map(to_prompt_completion, remove_columns=split.column_names)
-
-    evaluation = eval_split(data, args)
-    return SFTTrainer(
-        model=setup.model,
-        args=config,
-        train_dataset=convert(data["train"]),
-        eval_dataset=convert(evaluation) if evaluation is not None else None,
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=callbacks,
-    )
+    return build_offline_trainer(SFTTrainer, to_prompt_completion, setup, config, data, args, callbacks)
