@@ -11,11 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +19,9 @@ import pytest
 import yaml
 
 from collab.cli import main
-from collab.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint
+from collab.train.checkpoints import last_complete_checkpoint
 from collab.train.preemption import EXIT_PREEMPTED
+from tests.preemption import train_until_checkpoint_then_preempt
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -128,22 +124,9 @@ def test_preempted_online_stage_resumes_with_the_same_wandb_run(tmp_path: Path) 
     recipe, run_dir = write_recipe(tmp_path, {"kind": "grpo", "trainer": {
         **FAST, **GROUPS, "max_steps": 4, "save_steps": 1, "save_total_limit": 10}}, wandb="offline", every=2)
     stage = run_dir / "grpo"
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
-    proc = subprocess.Popen([sys.executable, "-m", "collab.cli", "train", str(recipe)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while not is_complete_checkpoint(stage / "checkpoints" / "checkpoint-1"):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "no checkpoint-1 within 180 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGUSR1)
-        output = proc.communicate(timeout=120)[0].decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    returncode, output = train_until_checkpoint_then_preempt(recipe, stage / "checkpoints" / "checkpoint-1")
 
-    assert proc.returncode == EXIT_PREEMPTED, output[-3000:]
+    assert returncode == EXIT_PREEMPTED, output[-3000:]
     stopped = json.loads((stage / "preempted.json").read_text())["global_step"]
     assert 1 <= stopped < 4
     assert last_complete_checkpoint(stage / "checkpoints") == stage / "checkpoints" / f"checkpoint-{stopped}"

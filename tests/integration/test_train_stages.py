@@ -9,10 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,7 @@ from datasets import Dataset, DatasetDict
 from collab.cli import main
 from collab.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from collab.train.preemption import EXIT_PREEMPTED
+from tests.preemption import train_until_checkpoint_then_preempt
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -151,22 +148,9 @@ def test_preempted_training_resumes_from_its_checkpoint_with_the_same_wandb_run(
         **FAST, "max_steps": 6, "save_steps": 2, "save_total_limit": 10,
         "gradient_accumulation_steps": 2}}], wandb="offline")  # slower steps: the signal lands well before step 6
     stage = run_dir / "dpo"
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
-    proc = subprocess.Popen([sys.executable, "-m", "collab.cli", "train", str(recipe)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while not is_complete_checkpoint(stage / "checkpoints" / "checkpoint-2"):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "no checkpoint-2 within 180 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGUSR1)
-        output = proc.communicate(timeout=120)[0].decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    returncode, output = train_until_checkpoint_then_preempt(recipe, stage / "checkpoints" / "checkpoint-2")
 
-    assert proc.returncode == EXIT_PREEMPTED, output[-3000:]
+    assert returncode == EXIT_PREEMPTED, output[-3000:]
     preempted = json.loads((stage / "preempted.json").read_text())
     stopped = preempted["global_step"]
     assert preempted["signal"] == "SIGUSR1" and 2 <= stopped < 6
