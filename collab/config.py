@@ -8,11 +8,14 @@ construct.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import os
 import tempfile
 import typing
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -238,6 +241,10 @@ class DataStage(StageBase):
         min_gap: DPO pairs whose MR gap is below this are dropped (CollabLLM: 0.02-0.05).
         pairs: `best_worst` makes one pair per turn (max MR vs min MR); `all` makes every pair whose gap is at
             least `min_gap`.
+        balance_actions: Equalise the DPO pairs whose chosen reply asks a question and those whose chosen reply
+            does not, dropping the smallest-gap pairs of the larger group (in each split). A policy that should ask
+            only when something is missing must see both preferences equally often, or it learns the majority one
+            as a habit (always ask) instead of the distinction.
         eval_fraction: Share of conversations held out as the evaluation split (split by conversation, never by
             row).
         temperature: Sampling temperature of the candidates.
@@ -251,6 +258,7 @@ class DataStage(StageBase):
     max_turns: int = Field(4, ge=1)
     min_gap: float = Field(0.05, ge=0)
     pairs: Literal["best_worst", "all"] = "best_worst"
+    balance_actions: bool = False
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     temperature: float = Field(0.8, ge=0)
     max_new_tokens: int = Field(256, ge=1)
@@ -345,7 +353,6 @@ _HARDWARE_NEUTRAL = {"bf16": False, "fp16": False, "use_cpu": True, "tf32": None
 
 def trainer_config_class(kind: str) -> type:
     import importlib
-    import os
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     module, name = TRAINER_CONFIGS[kind]
@@ -386,12 +393,35 @@ def check_trainer_args(kind: str, args: dict[str, Any]) -> list[tuple[str, str]]
     if problems:
         return problems
     try:
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _no_device_setup():
             warnings.simplefilter("ignore")
             cls(output_dir=tmp, **{**args, **_HARDWARE_NEUTRAL})
     except (TypeError, ValueError) as e:
         problems.append(("", f"{cls.__name__} rejects these arguments: {e}"))
     return problems
+
+
+# Set by launchers (accelerate, torchrun, Slurm, MPI); seeing them, accelerate joins a process group.
+_DISTRIBUTED_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
+                    "MV2_COMM_WORLD_SIZE", "ACCELERATE_USE_CPU")
+
+
+@contextlib.contextmanager
+def _no_device_setup() -> Iterator[None]:
+    """Build a TRL config for validation without touching the process's devices.
+
+    A TrainingArguments sets up accelerate's process-wide state when it is built. Under a launcher, the
+    hardware-neutral `use_cpu=True` would then open a gloo process group in the trainer itself, and the real config
+    built later would inherit it: on a GPU every gather went through gloo and failed. So the launcher's variables
+    are hidden while the config is built, and the state it created is reset afterwards."""
+    saved = {key: os.environ.pop(key) for key in _DISTRIBUTED_ENV if key in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

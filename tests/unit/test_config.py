@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,25 @@ def test_gpu_only_trainer_flags_validate_on_a_cpu_machine(tmp_path: Path) -> Non
     recipe = load_recipe(write(tmp_path, {"stages": [{"kind": "grpo", "trainer": {"bf16": True, "num_iterations": 2}}]}))
     stage = recipe.stages[0]
     assert isinstance(stage, TrainerStage) and stage.trainer == {"bf16": True, "num_iterations": 2}
+
+
+def test_validating_trainer_arguments_inside_a_launched_trainer_leaves_its_devices_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Validation builds the TRL config with use_cpu=True. Inside `accelerate launch` that used to open a gloo
+    process group in the trainer itself, which the real GPU run then inherited (every gather failed on an H200)."""
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    from collab.config import check_trainer_args
+
+    for key, value in {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29591"}.items():
+        monkeypatch.setenv(key, value)
+    assert check_trainer_args("dpo", {"beta": 0.2, "bf16": True}) == []
+    assert not dist.is_initialized()
+    assert PartialState._shared_state == {}
+    assert os.environ["LOCAL_RANK"] == "0" and "ACCELERATE_USE_CPU" not in os.environ
 
 
 def test_output_dir_in_trainer_arguments_is_refused(tmp_path: Path) -> None:
