@@ -159,14 +159,18 @@ def elicitation_rate(
 ) -> MetricResult:
     """Rule-based interactivity proxy.
 
-    Tasks with facts: the share of facts the assistant elicited, where a fact is elicited when it first appears in
-    a user turn that directly follows an assistant turn asking a question (volunteered facts and those in the
-    opening do not count; facts already in the opening leave the denominator, since nobody needs to ask for them).
+    Every task: the first decision is rated. It is right when the assistant's first act asked on a task that needs
+    clarification, or did not ask before attempting a complete task. Rewarding any question would teach
+    over-asking on complete tasks, the failure mode that Abg-CoQA-style false-ask rates expose.
 
-    Tasks without facts (or whose facts all sit in the opening): the proxy rates the first decision, so that it
-    never rewards asking for its own sake. It is 1.0 when the assistant's first act was right (asked on a task that
-    needs clarification, did not ask before attempting on a complete task) and 0.0 otherwise. Rewarding any
-    question would teach over-asking on complete tasks, the failure mode that Abg-CoQA-style false-ask rates expose.
+    Tasks without facts (or whose facts all sit in the opening): the proxy is that decision, 1.0 or 0.0.
+
+    Tasks with facts: half the decision and half the share of facts the assistant elicited, where a fact is
+    elicited when it first appears in a user turn that directly follows an assistant turn asking a question
+    (volunteered facts and those in the opening do not count; facts already in the opening leave the denominator,
+    since nobody needs to ask for them). The decision half is why a vague question still beats a guess on an
+    underspecified task (0.5 against 0.0) while a question that obtains what was missing scores 1.0: without it a
+    small policy's unfocused questions and its invented numbers tie at 0, and MR cannot tell asking from guessing.
 
     `revealed` is the simulator's record, one entry per user turn (see behaviour.revealed_per_user_turn).
     """
@@ -194,13 +198,12 @@ def elicitation_rate(
             elicited.update(fresh)
         previous_asked = False
 
-    askable = len(task.facts) - len(in_opening)
-    if askable > 0:
-        return MetricResult(
-            len(elicited) / askable, details={"elicited": sorted(elicited), "askable": askable, "rule": "facts"}
-        )
-
     first_act = next(classify_turn(task, m["content"]) for m in turns if m["role"] == "assistant")
     asked_first = first_act in ("ask", "ask_and_answer")
-    right = asked_first if task.needs_clarification else not asked_first
-    return MetricResult(float(right), details={"first_action": first_act, "rule": "first_action"})
+    right = float(asked_first if task.needs_clarification else not asked_first)
+    askable = len(task.facts) - len(in_opening)
+    if askable > 0:
+        share = len(elicited) / askable
+        return MetricResult(0.5 * right + 0.5 * share, details={
+            "elicited": sorted(elicited), "askable": askable, "first_action": first_act, "rule": "facts"})
+    return MetricResult(right, details={"first_action": first_act, "rule": "first_action"})

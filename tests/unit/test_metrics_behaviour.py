@@ -299,13 +299,16 @@ def test_parse_rating_is_strict() -> None:
 # --- elicitation proxy ---------------------------------------------------------------------------------------------
 
 
-def test_elicitation_counts_facts_revealed_after_questions() -> None:
+def test_elicitation_is_half_the_first_decision_and_half_the_facts_elicited() -> None:
     asked = conv(CODE.opening or "", "Should duplicates be removed?", "Remove duplicates.",
                  "What order do you want?", "Sort in descending order.")
     assert elicitation_rate(CODE, asked).value == 1.0
     volunteered = conv(CODE.opening or "", "Should duplicates be removed?", "Remove duplicates.",
                        CODE_ANSWER, "Sort in descending order.")
-    assert elicitation_rate(CODE, volunteered).value == 0.5
+    # Asked first (0.5) and elicited one of two facts (0.5 * 0.5); the other was volunteered after an attempt.
+    assert elicitation_rate(CODE, volunteered).value == 0.75
+    guessed = conv(CODE.opening or "", CODE_ANSWER, "Remove duplicates.")
+    assert elicitation_rate(CODE, guessed).value == 0.0
 
 
 def test_elicitation_ignores_facts_given_in_the_opening() -> None:
@@ -324,7 +327,7 @@ def test_elicitation_without_facts_rewards_the_right_first_action_not_asking() -
 
 def test_elicitation_uses_the_simulator_record_and_fails_explicitly() -> None:
     transcript = conv(MATH.opening or "", "How many per box?", "four in every one")
-    assert elicitation_rate(MATH, transcript).value == 0.0
+    assert elicitation_rate(MATH, transcript).value == 0.5  # the right decision, but no fact recorded as revealed
     assert elicitation_rate(MATH, transcript, revealed=[None, 0]).value == 1.0
     # A rollout's user_info: the reveal, then a final turn that ended the chat without a message.
     rollout_info = [{"reason": "reveal", "fact_index": 0}, {"reason": "turn_limit", "fact_index": None, "done": True}]
