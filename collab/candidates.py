@@ -33,27 +33,39 @@ STEERING: dict[Strategy, str | None] = {
     ),
     "answer": "Answer the request directly and concisely now, without asking any questions. End with the final answer.",
 }
-# Small models ignore steering instructions, so an `ask` candidate also starts its reply with the opening words of a
-# question (an assistant prefill) and the model completes it. One opening per candidate, chosen by its seed.
-PREFILLS: dict[Strategy, tuple[str, ...]] = {
-    "ask": (
+# Small models ignore steering instructions, so a steered candidate also starts its reply with a few opening words
+# (an assistant prefill) that the model completes: a question opening for `ask`, and for `answer` on math an opening
+# that commits to a result, which keeps the reply short (a rambling derivation is cut off at the token limit and
+# loses to any question, teaching over-asking). One opening per candidate, chosen by its seed; the key is the
+# strategy and the task kind, "*" matching every kind.
+PREFILLS: dict[tuple[Strategy, str], tuple[str, ...]] = {
+    ("ask", "*"): (
         "Could you tell me",
         "Before I answer, could you tell me",
         "Can you clarify",
         "I need one more detail to answer this. What is",
     ),
+    ("answer", "math"): ("The answer is", "So the answer is"),
 }
 
 
-def steered_prompt(strategy: Strategy, messages: Conversation, system_prompt: str | None, seed: int = 0) -> Conversation:
+def prefill_for(strategy: Strategy, kind: str, seed: int = 0) -> str | None:
+    """The assistant prefill of a `strategy` candidate on a task of `kind`, or None."""
+    options = PREFILLS.get((strategy, kind)) or PREFILLS.get((strategy, "*"))
+    return options[seed % len(options)] if options else None
+
+
+def steered_prompt(
+    strategy: Strategy, messages: Conversation, system_prompt: str | None, seed: int = 0, *, kind: str = "*"
+) -> Conversation:
     """The prompt the policy sees for a candidate of `strategy`: the base system prompt plus the steering text, and
     for prefilled strategies a final assistant message that the reply continues."""
     steering = STEERING[strategy]
     system = "\n\n".join(p for p in (system_prompt, steering) if p)
     prompt = [message("system", system), *messages] if system else list(messages)
-    prefills = PREFILLS.get(strategy)
-    if prefills:
-        prompt.append(message("assistant", prefills[seed % len(prefills)]))
+    prefill = prefill_for(strategy, kind, seed)
+    if prefill:
+        prompt.append(message("assistant", prefill))
     return prompt
 
 
@@ -90,7 +102,7 @@ def sample_candidates(
     base = ([(s, s, 0) for s in seeds] if seeds is not None
             else [(seed + i, seed, i) for i in range(len(items))])
     requests = [
-        Request(steered_prompt(strategy, history, system_prompt, seed=base[i][0] + j),
+        Request(steered_prompt(strategy, history, system_prompt, seed=base[i][0] + j, kind=items[i][0].kind),
                 params.with_(seed=base[i][1] + 17 * j, n=1), sample_index=base[i][2])
         for i, (_, history) in enumerate(items)
         for j, strategy in enumerate(strategies)
