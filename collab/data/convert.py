@@ -78,6 +78,7 @@ def build_datasets(
     eval_fraction: float,
     seed: int,
     system_prompt: str | None = None,
+    balance_actions: bool = False,
 ) -> tuple[DatasetDict, DatasetDict, dict[str, Any]]:
     """SFT and DPO DatasetDicts (splits train / eval) and a stats summary."""
     from collab.metrics.dialogue_acts import is_question
@@ -88,6 +89,8 @@ def build_datasets(
         split = "eval" if is_eval_conversation(record["conv_id"], eval_fraction, seed) else "train"
         split_rows["sft"][split] += sft_rows(record, system_prompt)
         split_rows["dpo"][split] += dpo_rows(record, system_prompt, min_gap=min_gap, pairs=pairs)
+    if balance_actions:
+        split_rows["dpo"] = {k: balance_by_action(v) for k, v in split_rows["dpo"].items()}
     sft = DatasetDict({k: _dataset(v, SFT_FEATURES) for k, v in split_rows["sft"].items()})
     dpo = DatasetDict({k: _dataset(v, DPO_FEATURES) for k, v in split_rows["dpo"].items()})
     all_pairs = split_rows["dpo"]["train"] + split_rows["dpo"]["eval"]
@@ -104,11 +107,29 @@ def build_datasets(
         "sft_rows": {k: len(v) for k, v in sft.items()},
         "pairs": {k: len(v) for k, v in dpo.items()},
         "mean_gap": statistics.fmean(p["gap"] for p in all_pairs) if all_pairs else None,
-        "chosen_ask_share": statistics.fmean(is_question(p["chosen"][0]["content"]) for p in all_pairs) if all_pairs else None,
+        "chosen_ask_share": statistics.fmean(_chosen_asks(p) for p in all_pairs) if all_pairs else None,
         "rejected_ask_share": statistics.fmean(is_question(p["rejected"][0]["content"]) for p in all_pairs) if all_pairs else None,
         "chosen_strategies": _counts(p["chosen_strategy"] for p in all_pairs),
     }
     return sft, dpo, stats
+
+
+def _chosen_asks(row: dict[str, Any]) -> bool:
+    from collab.metrics.dialogue_acts import is_question
+
+    return is_question(row["chosen"][0]["content"])
+
+
+def balance_by_action(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep as many pairs whose chosen reply asks as pairs whose chosen reply does not: the larger group loses its
+    smallest-gap pairs (ties broken by order, so the result is deterministic). Order is otherwise preserved."""
+    asks = [i for i, row in enumerate(rows) if _chosen_asks(row)]
+    asking = set(asks)
+    others = [i for i in range(len(rows)) if i not in asking]
+    larger, smaller = (asks, others) if len(asks) > len(others) else (others, asks)
+    by_gap = sorted(larger, key=lambda i: (-rows[i]["gap"], i))
+    keep = set(smaller) | set(by_gap[: len(smaller)])
+    return [row for i, row in enumerate(rows) if i in keep]
 
 
 def _dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:
