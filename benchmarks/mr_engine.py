@@ -17,7 +17,7 @@ from benchmarks.common import machine
 from collab.backends.base import Request
 from collab.backends.hf import HFBackend
 from collab.chat import SamplingParams
-from collab.config import RewardConfig
+from collab.config import BackendConfig, RewardConfig
 from collab.reward import Candidate, MultiturnReward
 from collab.simulators.sharded import ShardedSimulator
 from collab.tasks.registry import load_task_set
@@ -45,6 +45,10 @@ def main() -> None:
     parser.add_argument("--skip-sequential", action="store_true")
     args = parser.parse_args()
     backend = HFBackend.from_name("smollm2-135m-instruct", device="cpu", max_batch_size=32)
+    # collab's engine runs on the backend as recipes configure it (prefix caching on, BackendConfig's default);
+    # the sequential reference and the raw line use the plain backend, as CollabLLM's code has no such reuse.
+    engine_backend = HFBackend(backend.model, backend.tokenizer, name=backend.name, max_batch_size=32,
+                               prefix_cache_bytes=BackendConfig().prefix_cache_mb * 2**20)
     config = RewardConfig(window=args.window, samples=args.samples, policy_temperature=0.0,
                           policy_max_new_tokens=args.new_tokens)
     cands = candidates_for(args.states, args.candidates)
@@ -53,19 +57,20 @@ def main() -> None:
           f"{args.new_tokens} new tokens per turn, greedy")
 
     def run(batched: bool) -> tuple[float, int, int]:
-        backend.stats.__init__()
-        reward = MultiturnReward(backend, ShardedSimulator(max_turns=10), config)
+        used = engine_backend if batched else backend
+        used.stats.__init__()
         start = time.perf_counter()
         if batched:
-            results = reward.score(cands)
+            results = MultiturnReward(used, ShardedSimulator(max_turns=10), config).score(cands)
         else:
-            single = MultiturnReward(backend, ShardedSimulator(max_turns=10), config.model_copy(update={"samples": 1}))
+            single = MultiturnReward(used, ShardedSimulator(max_turns=10), config.model_copy(update={"samples": 1}))
             results = [single.score([c], seed=k)[0] for c in cands for k in range(args.samples)]
         elapsed = time.perf_counter() - start
         assert all(r.mr is not None for r in results), [r.error for r in results if r.mr is None]
-        return elapsed, backend.stats.completion_tokens, backend.stats.calls
+        return elapsed, used.stats.completion_tokens, used.stats.calls
 
     batched_s, batched_tokens, batched_calls = run(batched=True)
+    reuse = engine_backend.prefix_store.stats if engine_backend.prefix_store is not None else None
     first_turn = [Request([{"role": "user", "content": c.history[0]["content"]}, {"role": "assistant", "content": c.text},
                            {"role": "user", "content": "I don't know."}],
                           SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0, seed=k))
@@ -81,6 +86,10 @@ def main() -> None:
           f"{backend.stats.completion_tokens} | {raw_tps:.1f} | 100% |")
     print(f"| collab batched engine | {batched_s:.1f} | {batched_calls} | {batched_tokens} | "
           f"{batched_tokens / batched_s:.1f} | {100 * batched_tokens / batched_s / raw_tps:.0f}% |")
+    if reuse is not None:
+        share = reuse.reused_tokens / max(reuse.reused_tokens + reuse.prefilled_tokens, 1)
+        print(f"\nengine prefix cache: {reuse.reused_tokens} prompt tokens reused, {reuse.prefilled_tokens} prefilled "
+              f"({100 * share:.0f}% reused)")
     if not args.skip_sequential:
         seq_s, seq_tokens, seq_calls = run(batched=False)
         print(f"| sequential reference | {seq_s:.1f} | {seq_calls} | {seq_tokens} | {seq_tokens / seq_s:.1f} | "

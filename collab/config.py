@@ -47,6 +47,9 @@ class BackendConfig(Section):
         max_wall_s: Upper bound on one request's time including retries.
         price_per_million: USD per million (input, output) tokens, for cost accounting and `collab plan`.
         max_batch_size: Sequences per forward batch (`hf`).
+        prefix_cache_mb: Memory for reusing attention states across calls (`hf`): a prompt that extends an earlier
+            prompt and reply (the next turn of a rollout) or that several requests share (the S rollouts of a
+            candidate) prefills only its new tokens. 0 turns it off. vLLM does this itself (prefix caching).
         dtype: Weights dtype (`hf`, `vllm`): auto, float32, bfloat16, float16.
         gpu_memory_utilization: Share of GPU memory vLLM may take.
         tensor_parallel_size: GPUs per vLLM engine.
@@ -64,6 +67,7 @@ class BackendConfig(Section):
     max_wall_s: float | None = Field(600.0, gt=0)
     price_per_million: tuple[float, float] | None = None
     max_batch_size: int = Field(32, ge=1)
+    prefix_cache_mb: int = Field(1024, ge=0)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)

@@ -19,7 +19,8 @@ def make_backend(
     if config.kind == "hf":
         from collab.backends.hf import HFBackend
 
-        return HFBackend.from_name(model, dtype=config.dtype, max_batch_size=config.max_batch_size, cache=cache)
+        return HFBackend.from_name(model, dtype=config.dtype, max_batch_size=config.max_batch_size, cache=cache,
+                                   prefix_cache_bytes=config.prefix_cache_mb * 2**20)
     if config.kind == "vllm":
         from collab.backends.vllm_backend import VLLMBackend
         from collab.models import resolve_model

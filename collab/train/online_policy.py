@@ -60,8 +60,10 @@ class HFLivePolicy:
 
         self.trainer = trainer
         model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        # Attention states are reused within one step's rollouts only: set_revision clears them when the weights
+        # change, and the session frees them so they never sit in memory through a backward pass.
         self.backend = HFBackend(model, trainer.processing_class, name=name, revision="0",
-                                 max_batch_size=max_batch_size, cache=None)
+                                 max_batch_size=max_batch_size, cache=None, prefix_cache_bytes=512 * 2**20)
 
     @contextlib.contextmanager
     def session(self, step: int) -> Iterator[Backend]:
@@ -75,7 +77,11 @@ class HFLivePolicy:
             gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None),
         ) as model:
             self.backend.model = model  # HFBackend switches it to eval mode and back, under inference_mode
-            yield self.backend
+            try:
+                yield self.backend
+            finally:
+                if self.backend.prefix_store is not None:
+                    self.backend.prefix_store.clear()
 
 
 # --- vLLM: the trainer's colocated engine ------------------------------------------------------------------------
