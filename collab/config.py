@@ -377,6 +377,22 @@ def _field_adapters(cls: type) -> dict[str, TypeAdapter | None]:
     return adapters
 
 
+def coerce_trainer_args(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """`args` with number-like strings turned into the numbers the TRL config expects.
+
+    YAML reads `5e-5` (no dot) as the string "5e-5"; validation accepts it as a float, but the config would keep
+    the string and training would fail deep inside the optimizer. Call after `check_trainer_args` passed."""
+    adapters = _field_adapters(trainer_config_class(kind))
+    out = dict(args)
+    for key, value in args.items():
+        adapter = adapters.get(key)
+        if isinstance(value, str) and adapter is not None:
+            converted = adapter.validate_python(value)
+            if isinstance(converted, (int, float)) and not isinstance(converted, bool):
+                out[key] = converted
+    return out
+
+
 def check_trainer_args(kind: str, args: dict[str, Any]) -> list[tuple[str, str]]:
     """Problems with a stage's `trainer` arguments as (key, message); empty when the TRL config accepts them."""
     cls = trainer_config_class(kind)
@@ -522,6 +538,9 @@ def validate_recipe(raw: dict[str, Any], *, source: str = "<recipe>") -> Recipe:
     if problems:
         raise CollabError(f"{source}: " + "; ".join(problems).rstrip("?.") + ".",
                           fix="see the TRL documentation of that config class for valid arguments.")
+    for stage in recipe.stages:
+        if isinstance(stage, TrainerStage):
+            stage.trainer = coerce_trainer_args(stage.kind, stage.trainer)
     return recipe
 
 

@@ -95,6 +95,17 @@ def test_validating_trainer_arguments_inside_a_launched_trainer_leaves_its_devic
     assert os.environ["LOCAL_RANK"] == "0" and "ACCELERATE_USE_CPU" not in os.environ
 
 
+def test_yaml_exponent_without_a_dot_becomes_a_float_for_trl(tmp_path: Path) -> None:
+    """YAML 1.1 reads 5e-5 as a string; the trainer must still get the number."""
+    path = tmp_path / "r.yaml"
+    path.write_text("stages:\n  - kind: sft\n    trainer: {learning_rate: 5e-5, max_steps: '3', run_name: '7'}\n")
+    recipe = load_recipe(path, ["stages.0.trainer.weight_decay=1e-1"])
+    trainer = recipe.stages[0].trainer
+    assert trainer["learning_rate"] == 5e-5 and isinstance(trainer["learning_rate"], float)
+    assert trainer["max_steps"] == 3 and trainer["weight_decay"] == 0.1
+    assert trainer["run_name"] == "7"  # a string field keeps its string
+
+
 def test_output_dir_in_trainer_arguments_is_refused(tmp_path: Path) -> None:
     assert "set by collab" in error_of(write(tmp_path, {"stages": [{"kind": "dpo", "trainer": {"output_dir": "x"}}]}))
 
