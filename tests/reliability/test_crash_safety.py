@@ -13,8 +13,8 @@ The policy of these loops is the fault server's deterministic echo endpoint with
 comparison needs a backend whose output depends only on the request.
 
 Training: `collab train`, then `collab resume`, all fresh processes (a trainer is a subprocess of `accelerate
-launch`), killed COLLAB_CRASH_TRAIN_KILLS times (default 4: each launch spends about 25 s starting up on a 2-core
-machine, so 20 would take over 10 minutes).
+launch`), killed COLLAB_CRASH_TRAIN_KILLS times (default 20; each launch spends about 25 s starting up on a 2-core
+machine, so this loop takes about 10 minutes).
 """
 
 from __future__ import annotations
@@ -178,8 +178,9 @@ def test_evaluation_killed_20_times_resumes_to_exactly_the_uninterrupted_output(
 
 # --- training ----------------------------------------------------------------------------------------------------
 
-TRAIN_KILLS = int(os.environ.get("COLLAB_CRASH_TRAIN_KILLS", "4"))
-MAX_STEPS = 10
+TRAIN_KILLS = int(os.environ.get("COLLAB_CRASH_TRAIN_KILLS", "20"))
+# Enough steps that every kill can land in a step still to come: a kill advances the run by at most 3 steps.
+MAX_STEPS = 3 * TRAIN_KILLS + 4
 
 
 def train_recipe(run_dir: Path) -> dict[str, Any]:
@@ -256,11 +257,11 @@ def test_training_killed_at_random_steps_resumes_to_the_uninterrupted_weights_wi
         proc = spawn_collab(*(["train", str(recipe)] if starts == 0 else ["resume", str(run_dir)]), log=log)
         starts += 1
         if done + 1 < MAX_STEPS and rng.random() < 0.75:
-            step = rng.randint(done + 1, min(done + 4, MAX_STEPS - 1))
-            armed, delay = f"checkpoint-{step}", rng.uniform(0, 1.5)
+            step = rng.randint(done + 1, min(done + 2, MAX_STEPS - 1))
+            armed, delay = f"checkpoint-{step}", rng.uniform(0, 1.0)
             ready = functools.partial(checkpoint_made_since, checkpoints, step, before)
         else:
-            armed, delay = "trainer start", rng.uniform(0, 20)
+            armed, delay = "trainer start", rng.uniform(0, 10)
             ready = functools.partial(trainer_running, proc)
         try:
             deadline = time.monotonic() + 300
