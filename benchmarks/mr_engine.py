@@ -42,12 +42,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--skip-sequential", action="store_true")
     args = parser.parse_args()
-    backend = HFBackend.from_name("smollm2-135m-instruct", device="cpu", max_batch_size=32)
+    backend = HFBackend.from_name("smollm2-135m-instruct", device="cpu", max_batch_size=args.max_batch_size)
     # collab's engine runs on the backend as recipes configure it (prefix caching on, BackendConfig's default);
     # the sequential reference and the raw line use the plain backend, as CollabLLM's code has no such reuse.
-    engine_backend = HFBackend(backend.model, backend.tokenizer, name=backend.name, max_batch_size=32,
+    engine_backend = HFBackend(backend.model, backend.tokenizer, name=backend.name, max_batch_size=args.max_batch_size,
                                prefix_cache_bytes=BackendConfig().prefix_cache_mb * 2**20)
     config = RewardConfig(window=args.window, samples=args.samples, policy_temperature=0.0,
                           policy_max_new_tokens=args.new_tokens)

@@ -209,6 +209,10 @@ class HFBackend(Backend):
         """Store each row's prompt and reply states. The cache lacks the last sampled token (never fed back), so a
         reply cut at the token limit is stored without it; a reply's stop token is not stored either."""
         assert self.prefix_store is not None
+        if any(getattr(layer, "is_sliding", False) for layer in cache.layers):
+            # A sliding-window layer keeps only its last positions, so its states are no prefix to reuse.
+            self.prefix_store = None
+            return
         width, steps = mask.shape[1], len(new[0]) if new else 0
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         for row, (p, tokens, end) in enumerate(zip(prompts, new, ends)):
