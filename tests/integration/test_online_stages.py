@@ -44,13 +44,6 @@ def write_recipe(tmp_path: Path, stage: dict[str, Any], *, wandb: str = "disable
     return path, run_dir
 
 
-@pytest.fixture(autouse=True)
-def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("COLLAB_ACCELERATE_CONFIG", raising=False)
-    monkeypatch.setenv("COLLAB_ACCELERATE_ARGS", "--num_cpu_threads_per_process 1")
-
-
 def log_history(run_dir: Path, stage: str, step: int) -> list[dict[str, Any]]:
     state = json.loads((run_dir / stage / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())
     return [entry for entry in state["log_history"] if "loss" in entry]

@@ -22,11 +22,7 @@ SHRINK = [
 ]
 
 
-def test_shrunk_quickstart_trains_and_reports_base_against_trained(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("COLLAB_ACCELERATE_CONFIG", raising=False)
-    monkeypatch.setenv("COLLAB_ACCELERATE_ARGS", "--num_cpu_threads_per_process 1")  # 2 shared cores
+def test_shrunk_quickstart_trains_and_reports_base_against_trained(tmp_path: Path) -> None:
     overrides = [f"output_dir={tmp_path / 'run'}", *SHRINK]
     assert main(["train", str(RECIPE), *(a for o in overrides for a in ("--set", o))]) == 0
 

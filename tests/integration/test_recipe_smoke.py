@@ -74,13 +74,6 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[st
     return run_dir, model, overrides
 
 
-@pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("COLLAB_ACCELERATE_CONFIG", raising=False)
-    monkeypatch.setenv("COLLAB_ACCELERATE_ARGS", "--num_cpu_threads_per_process 1")  # 2 shared cores
-
-
 def done(run_dir: Path, label: str) -> bool:
     return (run_dir / label / "DONE").is_file()
 

@@ -68,15 +68,6 @@ def write_recipe(tmp_path: Path, stages: list[dict[str, Any]], *, model: str = "
     return path, run_dir
 
 
-@pytest.fixture(autouse=True)
-def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("COLLAB_ACCELERATE_CONFIG", raising=False)
-    # One OpenMP thread: on a 2-core machine shared with other jobs, two spinning threads per process make each step
-    # ten times slower; one is steady (and the flag shows the cluster-flags path of the launch command works).
-    monkeypatch.setenv("COLLAB_ACCELERATE_ARGS", "--num_cpu_threads_per_process 1")
-
-
 def trainer_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / "trainer_state.json").read_text())
 
