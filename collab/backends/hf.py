@@ -1,7 +1,8 @@
 """Local transformers generation on CPU or GPU.
 
-Requests are grouped by sampling parameters, sorted by prompt length and cut into batches, so each `generate` call
-pads as little as possible. Prompts are left-padded; generation stops at EOS (the chat template's end-of-turn token).
+Requests are grouped by sampling parameters, sorted by prompt length and cut into batches, so each batch pads as
+little as possible. Prompts are left-padded; a reply stops at EOS (the chat template's end-of-turn token), and
+collab.backends.decode drops the rows that have stopped from the batch while the others go on.
 The backend can wrap a live model object (the policy being trained), in which case `set_revision` must be called
 after each optimizer step so cached samples (and cached attention states) of older weights are never reused.
 
@@ -13,15 +14,25 @@ candidate) prefills only its new tokens.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import torch
 
 from collab.backends.base import Backend, Request
 from collab.backends.cache import RequestCache
-from collab.backends.prefix_cache import LayerStates, PrefixKVStore
+from collab.backends.decode import DecodedRow, decode
+from collab.backends.prefix_cache import LayerStates, PrefixKVStore, common_prefix_length
 from collab.chat import Generation, SamplingParams, message
+
+
+# A prefill sub-batch computes at most this many row-tokens per prompt token it needs (the rest is padding).
+_MAX_PADDING = 1.25
+# A prefix shared by several prompts is computed on its own first when this many of its tokens are not stored yet.
+_MIN_SHARED = 16
+# The request behind a store-only prefill, whose one sampled token is dropped.
+_PREFILL_REQUEST = Request([message("user", "")], SamplingParams())
 
 
 class HFBackend(Backend):
@@ -32,7 +43,7 @@ class HFBackend(Backend):
         *,
         name: str,
         revision: str = "0",
-        max_batch_size: int = 32,
+        max_batch_size: int = 96,
         max_batch_tokens: int = 65536,
         cache: RequestCache | None = None,
         prefix_cache_bytes: int = 0,
@@ -77,8 +88,6 @@ class HFBackend(Backend):
 
     def _generate_batch(self, requests: list[Request]) -> list[Generation]:
         encoded = [self.encode_messages(r.messages) for r in requests]
-        if self.prefix_store is not None:
-            self._prefill_shared(encoded)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
             p = r.params
@@ -87,32 +96,80 @@ class HFBackend(Backend):
         for (max_new, temperature, top_p), members in groups.items():
             members.sort(key=lambda i: len(encoded[i]))
             for batch in self._batches(members, encoded, max_new):
-                results = self._run(
-                    [encoded[i] for i in batch], max_new, temperature, top_p, [requests[i] for i in batch]
-                )
+                prompts = [encoded[i] for i in batch]
+                if self.prefix_store is not None:
+                    self._prefill(prompts)
+                results = self._run(prompts, max_new, temperature, top_p, [requests[i] for i in batch])
                 for i, gen in zip(batch, results):
                     out[i] = gen
         return [g for g in out if g is not None]
 
-    def _prefill_shared(self, encoded: list[list[int]]) -> None:
-        """Prefill once, into the prefix store, every prompt that several requests share (the S rollouts of one
-        candidate, the n samples of one prompt), so that each of them then prefills only its last token. A one-token
-        greedy `_run` does it: `_remember` stores the prompt's states, and its one sampled token is dropped."""
-        repeated = Counter(tuple(p) for p in encoded)
-        shared = sorted((list(p) for p, count in repeated.items() if count > 1), key=len)
-        for batch in self._batches(list(range(len(shared))), shared, 1):
-            prompts = [shared[i] for i in batch]
-            self._run(prompts, 1, 0.0, 1.0, [Request([message("user", "")], SamplingParams()) for _ in prompts])
+    def _prefill(self, prompts: list[list[int]]) -> None:
+        """Store the states of a batch's prompts, all but their last token, before the batch generates, so that each
+        of its rows then prefills only its last token and nothing in it is padded. Skipped when the states would
+        crowd the store, as evicting them before the batch runs would compute them twice."""
+        assert self.prefix_store is not None
+        wanted = {tuple(p[:-1]) for p in prompts if len(p) > 1}
+        per_token = self.prefix_store.bytes_per_token
+        if per_token is not None and sum(map(self._missing, wanted)) * per_token > self.prefix_store.max_bytes // 2:
+            return
+        self._store_states(wanted)
+
+    def _store_states(self, sequences: set[tuple[int, ...]]) -> None:
+        """Compute the states of each token sequence into the prefix store, once each, and each prefix that several
+        of them share once too (the conversation before the candidates of one state, the candidate before its S
+        rollouts' user replies), before the sequences themselves.
+
+        Sequences are computed in sub-batches of similar length: in one forward every row is padded to the longest,
+        and what is left to compute differs a lot between sequences (a whole new conversation next to one new user
+        message). A one-token greedy `_run` computes them: `_remember` stores the states, and the sampled token is
+        dropped.
+        """
+        todo = sorted(s for s in sequences if self._missing(s) > 0)  # sorted, sequences sharing a prefix are adjacent
+        shared = set()
+        for a, b in zip(todo, todo[1:]):
+            length = common_prefix_length(np.asarray(a), np.asarray(b))
+            if length - (len(a) - self._missing(a)) >= _MIN_SHARED and length < min(len(a), len(b)):
+                shared.add(a[:length])
+        if shared:
+            self._store_states(shared)
+        todo.sort(key=self._missing)
+        bucket: list[list[int]] = []
+        useful = longest = 0
+        for sequence in todo:  # ascending, so the last one is the width the bucket pads to
+            n = self._missing(sequence)
+            if bucket and (
+                len(bucket) >= self.max_batch_size
+                or n * (len(bucket) + 1) > _MAX_PADDING * (useful + n)
+                or max(longest, len(sequence)) * (len(bucket) + 1) > self.max_batch_tokens
+            ):
+                self._run(bucket, 1, 0.0, 1.0, [_PREFILL_REQUEST] * len(bucket))
+                bucket, useful, longest = [], 0, 0
+            bucket.append(list(sequence))
+            useful, longest = useful + n, max(longest, len(sequence))
+        if bucket:
+            self._run(bucket, 1, 0.0, 1.0, [_PREFILL_REQUEST] * len(bucket))
+
+    def _missing(self, sequence: tuple[int, ...]) -> int:
+        """How many of the sequence's tokens have no stored states."""
+        assert self.prefix_store is not None
+        return len(sequence) - self.prefix_store.longest_prefix(list(sequence), limit=len(sequence))[0]
 
     def _batches(self, members: list[int], encoded: list[list[int]], max_new: int) -> list[list[int]]:
+        """Cut the members, in order, into batches of at most `max_batch_size` rows and `max_batch_tokens` tokens
+        (rows times the longest prompt plus `max_new`)."""
         batches: list[list[int]] = []
         current: list[int] = []
+        longest = 0
         for i in members:
-            longest = len(encoded[i]) + max_new  # members are sorted, so i is the longest so far
-            if current and (len(current) >= self.max_batch_size or longest * (len(current) + 1) > self.max_batch_tokens):
+            length = len(encoded[i]) + max_new
+            if current and (
+                len(current) >= self.max_batch_size or max(longest, length) * (len(current) + 1) > self.max_batch_tokens
+            ):
                 batches.append(current)
-                current = []
+                current, longest = [], 0
             current.append(i)
+            longest = max(longest, length)
         if current:
             batches.append(current)
         return batches
@@ -122,13 +179,13 @@ class HFBackend(Backend):
         self, prompts: list[list[int]], max_new: int, temperature: float, top_p: float, requests: list[Request]
     ) -> list[Generation]:
         # Each row is [left padding | reused prefix | gap | rest of the prompt]: the reused prefixes end together at
-        # column `reused`, where the cache handed to generate ends, and the rest is right-aligned after it. Pads and
-        # gaps are masked out, and generate numbers positions from the mask, so every real token keeps the position
-        # it had when its states were computed.
+        # column `reused`, where the reused cache ends, and the rest is right-aligned after it. Pads and gaps are
+        # masked out, and positions are numbered from the mask, so every real token keeps the position it had when
+        # its states were computed.
         pad = self.tokenizer.pad_token_id
         device = next(self.model.parameters()).device
         store = self.prefix_store
-        # At least one prompt token is always prefilled: generate needs the logits of the last one.
+        # At least one prompt token is always prefilled: sampling needs the logits of the last one.
         hits = [store.longest_prefix(p, limit=len(p) - 1) for p in prompts] if store is not None else [(0, None)] * len(prompts)
         reused = max(n for n, _ in hits)
         width = reused + max(len(p) - n for p, (n, _) in zip(prompts, hits))
@@ -142,46 +199,42 @@ class HFBackend(Backend):
         if store is not None:
             store.stats.reused_tokens += sum(n for n, _ in hits)
             store.stats.prefilled_tokens += sum(len(p) - n for p, (n, _) in zip(prompts, hits))
-        # One seed per batch, derived from its requests, so a repeated batch samples the same replies.
+            store.stats.padded_tokens += len(prompts) * (width - reused) - sum(len(p) - n for p, (n, _) in zip(prompts, hits))
+        # One seed per batch, derived from its requests, so a repeated batch samples the same replies. A generator of
+        # its own leaves the global random state (the trainer's) untouched.
         digest = hashlib.sha256(repr([(r.seed, len(p)) for r, p in zip(requests, prompts)]).encode()).digest()
-        torch.manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
-        sampling = temperature > 0
+        generator = torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
         was_training = self.model.training
         self.model.eval()
         try:
-            output = self.model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                past_key_values=self._past(hits, reused, device) if reused else None,
-                max_new_tokens=max_new,
-                do_sample=sampling,
-                temperature=temperature if sampling else None,
-                top_p=top_p if sampling else None,
-                top_k=None,
-                pad_token_id=pad,
-                eos_token_id=self._stop_ids(),
-                use_cache=True,
-                return_dict_in_generate=True,
+            rows = decode(
+                self.model,
+                ids[:, reused:].to(device),
+                mask.to(device),
+                self._past(hits, reused, device) if reused else None,
+                max_new=max_new,
+                temperature=temperature,
+                top_p=top_p,
+                stop_ids=set(self._stop_ids()),
+                generator=generator,
+                keep_states=store is not None,
             )
         finally:
             if was_training:
                 self.model.train()
-        new = output.sequences[:, width:].tolist()
-        stops = set(self._stop_ids())
-        ends = [next((k for k, t in enumerate(tokens) if t in stops), None) for tokens in new]
         if store is not None:
-            self._remember(prompts, new, ends, mask, output.past_key_values)
+            self._remember(prompts, rows)
         results = []
-        for p, tokens, end, request in zip(prompts, new, ends, requests):
+        for p, row, request in zip(prompts, rows, requests):
             prefill = request.messages[-1]["role"] == "assistant"
-            kept = tokens if end is None else tokens[:end]
+            kept = row.tokens if row.end is None else row.tokens[: row.end]
             results.append(
                 Generation(
                     # A continuation keeps its leading space; a fresh reply is stripped.
                     text=self._decode(kept, prefill),
                     prompt_tokens=len(p),
-                    completion_tokens=len(kept) + (0 if end is None else 1),
-                    finish_reason="length" if end is None else "stop",
+                    completion_tokens=len(row.tokens),
+                    finish_reason="length" if row.end is None else "stop",
                 )
             )
         return results
@@ -203,24 +256,17 @@ class HFBackend(Backend):
             past.append((k, v))
         return DynamicCache(ddp_cache_data=past, config=self.model.config)
 
-    def _remember(
-        self, prompts: list[list[int]], new: list[list[int]], ends: list[int | None], mask: torch.Tensor, cache: Any
-    ) -> None:
-        """Store each row's prompt and reply states. The cache lacks the last sampled token (never fed back), so a
-        reply cut at the token limit is stored without it; a reply's stop token is not stored either."""
+    def _remember(self, prompts: list[list[int]], rows: list[DecodedRow]) -> None:
+        """Store each row's prompt and fed reply states (a reply's stop token and its last sampled token were
+        never fed back, so they have none)."""
         assert self.prefix_store is not None
-        if any(getattr(layer, "is_sliding", False) for layer in cache.layers):
+        if any(row.states is None for row in rows):
             # A sliding-window layer keeps only its last positions, so its states are no prefix to reuse.
             self.prefix_store = None
             return
-        width, steps = mask.shape[1], len(new[0]) if new else 0
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        for row, (p, tokens, end) in enumerate(zip(prompts, new, ends)):
-            kept = min(len(tokens) if end is None else end, steps - 1)
-            columns = torch.cat([torch.nonzero(mask[row]).flatten(), torch.arange(width, width + kept)])
-            columns = columns.to(layers[0][0].device)
-            states = [(k[row].index_select(1, columns), v[row].index_select(1, columns)) for k, v in layers]
-            self.prefix_store.add(p + tokens[:kept], states)
+        for p, row in zip(prompts, rows):
+            assert row.states is not None
+            self.prefix_store.add(p + row.tokens[: row.fed], row.states)
 
     def _decode(self, tokens: list[int], prefill: bool) -> str:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
