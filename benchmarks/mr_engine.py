@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-batch-size", type=int, default=BackendConfig().max_batch_size)
     parser.add_argument("--skip-sequential", action="store_true")
     args = parser.parse_args()
     backend = HFBackend.from_name("smollm2-135m-instruct", device="cpu", max_batch_size=args.max_batch_size)

@@ -66,7 +66,7 @@ class BackendConfig(Section):
     max_retries: int = Field(4, ge=0, le=20)
     max_wall_s: float | None = Field(600.0, gt=0)
     price_per_million: tuple[float, float] | None = None
-    max_batch_size: int = Field(32, ge=1)
+    max_batch_size: int = Field(96, ge=1)
     prefix_cache_mb: int = Field(1024, ge=0)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)

@@ -25,10 +25,12 @@ LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass
 class PrefixStats:
-    """Prompt tokens served from the store and prompt tokens prefilled, over the backend's life."""
+    """Prompt tokens served from the store, prompt tokens prefilled, and padding computed beside them in prefill
+    forwards (row-tokens that were no prompt token), over the backend's life."""
 
     reused_tokens: int = 0
     prefilled_tokens: int = 0
+    padded_tokens: int = 0
     evictions: int = 0
 
 
@@ -61,6 +63,7 @@ class PrefixKVStore:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.stats = PrefixStats()
+        self.bytes_per_token: float | None = None  # known from the first entry
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -93,6 +96,7 @@ class PrefixKVStore:
             if len(entry.tokens) <= len(array) and common_prefix_length(entry.tokens, array) == len(entry.tokens):
                 self._remove(old_key)
         nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        self.bytes_per_token = nbytes / len(array)
         if nbytes > self.max_bytes:
             return
         self._entries[key] = _Entry(array, layers, nbytes)

@@ -138,18 +138,22 @@ def load_backend(
     *,
     cache: RequestCache | None = None,
     dtype: str = "auto",
-    max_batch_size: int = 32,
+    max_batch_size: int | None = None,
     device: str | None = None,
 ) -> Backend:
-    """The backend for a model spec: an OpenAI-compatible endpoint or a local transformers model."""
+    """The backend for a model spec: an OpenAI-compatible endpoint, or a local transformers model with the policy
+    defaults of BackendConfig (batch size, prefix caching)."""
     if spec.startswith("openai:"):
         from collab.backends.openai_backend import OpenAIBackend
 
         model, base_url = parse_openai_spec(spec)
         return OpenAIBackend(model=model, base_url=base_url, cache=cache)
     from collab.backends.hf import HFBackend
+    from collab.config import BackendConfig
 
-    return HFBackend.from_name(spec, dtype=dtype, device=device, max_batch_size=max_batch_size, cache=cache)
+    defaults = BackendConfig()
+    return HFBackend.from_name(spec, dtype=dtype, device=device, max_batch_size=max_batch_size or defaults.max_batch_size,
+                               cache=cache, prefix_cache_bytes=defaults.prefix_cache_mb * 2**20)
 
 
 def resolve_system_prompt(text_or_name: str | None) -> str | None:

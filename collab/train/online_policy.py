@@ -55,7 +55,7 @@ class LivePolicy(Protocol):
 class HFLivePolicy:
     """The trainer's model itself, through the hf backend (batched, left-padded `generate`)."""
 
-    def __init__(self, trainer: Any, *, name: str, max_batch_size: int = 32) -> None:
+    def __init__(self, trainer: Any, *, name: str, max_batch_size: int = 96) -> None:
         from collab.backends.hf import HFBackend
 
         self.trainer = trainer
@@ -212,7 +212,7 @@ def require_vllm(kind: str, *, gpu: bool) -> None:
         )
 
 
-def make_live_policy(trainer: Any, *, name: str, max_batch_size: int = 32, concurrency: int = 16) -> LivePolicy:
+def make_live_policy(trainer: Any, *, name: str, max_batch_size: int = 96, concurrency: int = 16) -> LivePolicy:
     """The live policy for the trainer's generation mode (see the module docstring)."""
     mode = policy_mode(trainer.args)
     if mode == "hf":

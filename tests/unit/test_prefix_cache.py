@@ -3,6 +3,7 @@ what is computed, never what is generated."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from collab.backends.hf import HFBackend
@@ -73,15 +74,28 @@ def test_next_turn_reuses_the_previous_prompt_and_reply_and_generates_the_same_t
     assert stats.reused_tokens > stats.prefilled_tokens  # the third turn prefills only what is new
 
 
-def test_shared_prompts_are_prefilled_once(tiny_backend: HFBackend) -> None:
+def test_shared_prompts_and_shared_prefixes_are_prefilled_once(tiny_backend: HFBackend) -> None:
     cached = with_store(tiny_backend)
     three = GREEDY.with_(n=3)  # three requests per prompt, like S=3 rollouts of one candidate
     plain = tiny_backend.generate(conversations(2), three)
     reused = cached.generate(conversations(2), three)
     assert [[g.text for g in gens] for gens in reused] == [[g.text for g in gens] for gens in plain]
-    lengths = [len(cached.encode_messages(p)) for p in conversations(2)]
-    # Each prompt once in full, then one token per request.
-    assert cached.prefix_store.stats.prefilled_tokens == sum(lengths) + 6
+    first, second = (cached.encode_messages(p) for p in conversations(2))
+    shared = common_prefix_length(np.asarray(first), np.asarray(second))  # the system prompt and "Tom has "
+    assert shared >= 16
+    # The shared prefix once, then the rest of each prompt but its last token once, then that token per request.
+    rests = len(first) - 1 - shared + len(second) - 1 - shared
+    assert cached.prefix_store.stats.prefilled_tokens == shared + rests + 6
+    assert cached.prefix_store.stats.padded_tokens == 0
+
+
+def test_a_batch_of_different_lengths_computes_almost_no_padding(tiny_backend: HFBackend) -> None:
+    cached = with_store(tiny_backend)
+    convs = [[{"role": "user", "content": "Hi. " * (1 + 12 * i) + f"Question {i}?"}] for i in range(6)]
+    plain = [g.text for [g] in tiny_backend.generate(convs, GREEDY)]
+    assert [g.text for [g] in cached.generate(convs, GREEDY)] == plain
+    stats = cached.prefix_store.stats
+    assert stats.padded_tokens <= 0.25 * stats.prefilled_tokens
 
 
 def test_new_weights_revision_empties_the_store(tiny_backend: HFBackend) -> None:
