@@ -46,10 +46,13 @@ class BackendConfig(Section):
         max_retries: Retries on 429, 5xx, timeouts and malformed replies before a request counts as failed.
         max_wall_s: Upper bound on one request's time including retries.
         price_per_million: USD per million (input, output) tokens, for cost accounting and `collab plan`.
-        max_batch_size: Sequences per forward batch (`hf`).
+        max_batch_size: Sequences per generation batch (`hf`). Rows that stop leave the batch, so a large batch costs
+            no padding at its end; `max_batch_tokens` of the backend still bounds its memory.
         prefix_cache_mb: Memory for reusing attention states across calls (`hf`): a prompt that extends an earlier
             prompt and reply (the next turn of a rollout) or that several requests share (the S rollouts of a
-            candidate) prefills only its new tokens. 0 turns it off. vLLM does this itself (prefix caching).
+            candidate) prefills only its new tokens, and a batch's prompts are prefilled in buckets of similar length
+            (shared prefixes once) so that generation pads nothing. 0 turns it off. vLLM does this itself (prefix
+            caching).
         dtype: Weights dtype (`hf`, `vllm`): auto, float32, bfloat16, float16.
         gpu_memory_utilization: Share of GPU memory vLLM may take.
         tensor_parallel_size: GPUs per vLLM engine.

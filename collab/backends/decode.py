@@ -128,9 +128,10 @@ def decode(
 def _row_states(cache: Any, slot: int, prompt_mask: torch.Tensor, fed: int) -> LayerStates:
     """The states of one batch slot's real prompt columns followed by its first `fed` reply columns."""
     width = prompt_mask.shape[0]
-    columns = torch.cat([torch.nonzero(prompt_mask).flatten(), torch.arange(width, width + fed, device=prompt_mask.device)])
-    columns = columns.to(cache.layers[0].keys.device)
-    return [(layer.keys[slot].index_select(1, columns), layer.values[slot].index_select(1, columns)) for layer in cache.layers]
+    reply = torch.arange(width, width + fed, device=prompt_mask.device)
+    columns = torch.cat([torch.nonzero(prompt_mask).flatten(), reply]).to(cache.layers[0].keys.device)
+    return [(layer.keys[slot].index_select(1, columns), layer.values[slot].index_select(1, columns))
+            for layer in cache.layers]
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:

@@ -14,6 +14,7 @@ candidate) prefills only its new tokens.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -25,7 +26,6 @@ from collab.backends.cache import RequestCache
 from collab.backends.decode import DecodedRow, decode
 from collab.backends.prefix_cache import LayerStates, PrefixKVStore, common_prefix_length
 from collab.chat import Generation, SamplingParams, message
-
 
 # A prefill sub-batch computes at most this many row-tokens per prompt token it needs (the rest is padding).
 _MAX_PADDING = 1.25
@@ -127,7 +127,7 @@ class HFBackend(Backend):
         """
         todo = sorted(s for s in sequences if self._missing(s) > 0)  # sorted, sequences sharing a prefix are adjacent
         shared = set()
-        for a, b in zip(todo, todo[1:]):
+        for a, b in itertools.pairwise(todo):
             length = common_prefix_length(np.asarray(a), np.asarray(b))
             if length - (len(a) - self._missing(a)) >= _MIN_SHARED and length < min(len(a), len(b)):
                 shared.add(a[:length])
@@ -186,7 +186,7 @@ class HFBackend(Backend):
         device = next(self.model.parameters()).device
         store = self.prefix_store
         # At least one prompt token is always prefilled: sampling needs the logits of the last one.
-        hits = [store.longest_prefix(p, limit=len(p) - 1) for p in prompts] if store is not None else [(0, None)] * len(prompts)
+        hits = [store.longest_prefix(p, limit=len(p) - 1) if store is not None else (0, None) for p in prompts]
         reused = max(n for n, _ in hits)
         width = reused + max(len(p) - n for p, (n, _) in zip(prompts, hits))
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
@@ -197,9 +197,10 @@ class HFBackend(Backend):
             mask[row, reused - n : reused] = 1
             mask[row, width - (len(p) - n) :] = 1
         if store is not None:
+            prefilled = sum(len(p) - n for p, (n, _) in zip(prompts, hits))
             store.stats.reused_tokens += sum(n for n, _ in hits)
-            store.stats.prefilled_tokens += sum(len(p) - n for p, (n, _) in zip(prompts, hits))
-            store.stats.padded_tokens += len(prompts) * (width - reused) - sum(len(p) - n for p, (n, _) in zip(prompts, hits))
+            store.stats.prefilled_tokens += prefilled
+            store.stats.padded_tokens += len(prompts) * (width - reused) - prefilled
         # One seed per batch, derived from its requests, so a repeated batch samples the same replies. A generator of
         # its own leaves the global random state (the trainer's) untouched.
         digest = hashlib.sha256(repr([(r.seed, len(p)) for r, p in zip(requests, prompts)]).encode()).digest()

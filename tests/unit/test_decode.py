@@ -74,7 +74,9 @@ def test_greedy_replies_equal_transformers_generate_while_stopped_rows_leave_the
     assert sum(rows_fed[1:]) < len(texts) * (len(rows_fed) - 1)  # and the stopped ones were not fed on
 
 
-def test_kept_states_are_those_a_fresh_prefill_of_prompt_and_reply_computes(tiny_backend: HFBackend, lively: Any) -> None:
+def test_kept_states_are_those_a_fresh_prefill_of_prompt_and_reply_computes(
+    tiny_backend: HFBackend, lively: Any
+) -> None:
     ids, mask = left_padded(tiny_backend, ["Short.", "A much longer question about apples and boxes?"])
     rows = decode(lively, ids, mask, None, max_new=6, temperature=0.0, top_p=1.0, stop_ids=set(),
                   generator=torch.Generator().manual_seed(0), keep_states=True)
