@@ -248,6 +248,9 @@ class DataStage(StageBase):
         min_gap: DPO pairs whose MR gap is below this are dropped (CollabLLM: 0.02-0.05).
         pairs: `best_worst` makes one pair per turn (max MR vs min MR); `all` makes every pair whose gap is at
             least `min_gap`.
+        min_chosen_mr: DPO pairs whose chosen reply scores below this are dropped (None keeps all). A reply that
+            wins only because the other was worse (a needless question beating an answer cut off at the token
+            limit) teaches the wrong behaviour; this keeps the pairs whose chosen reply is good on its own.
         balance_actions: Equalise the DPO pairs whose chosen reply asks a question and those whose chosen reply
             does not, dropping the smallest-gap pairs of the larger group (in each split). A policy that should ask
             only when something is missing must see both preferences equally often, or it learns the majority one
@@ -265,6 +268,7 @@ class DataStage(StageBase):
     max_turns: int = Field(4, ge=1)
     min_gap: float = Field(0.05, ge=0)
     pairs: Literal["best_worst", "all"] = "best_worst"
+    min_chosen_mr: float | None = None
     balance_actions: bool = False
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     temperature: float = Field(0.8, ge=0)

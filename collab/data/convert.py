@@ -46,7 +46,12 @@ def sft_rows(record: dict[str, Any], system_prompt: str | None) -> list[dict[str
 
 
 def dpo_rows(
-    record: dict[str, Any], system_prompt: str | None, *, min_gap: float, pairs: Literal["best_worst", "all"]
+    record: dict[str, Any],
+    system_prompt: str | None,
+    *,
+    min_gap: float,
+    pairs: Literal["best_worst", "all"],
+    min_chosen_mr: float | None = None,
 ) -> list[dict[str, Any]]:
     scored = [(i, c) for i, c in enumerate(record["candidates"]) if c["mr"] is not None]
     if len(scored) < 2:
@@ -63,6 +68,8 @@ def dpo_rows(
         gap = chosen["mr"] - rejected["mr"]
         if gap <= 0 or gap < min_gap or chosen["text"] == rejected["text"]:
             continue
+        if min_chosen_mr is not None and chosen["mr"] < min_chosen_mr:
+            continue
         rows.append({"prompt": prompt, "chosen": [message("assistant", chosen["text"])],
                      "rejected": [message("assistant", rejected["text"])], "conv_id": record["conv_id"],
                      "turn": record["turn"], "chosen_mr": chosen["mr"], "rejected_mr": rejected["mr"], "gap": gap,
@@ -78,6 +85,7 @@ def build_datasets(
     eval_fraction: float,
     seed: int,
     system_prompt: str | None = None,
+    min_chosen_mr: float | None = None,
     balance_actions: bool = False,
 ) -> tuple[DatasetDict, DatasetDict, dict[str, Any]]:
     """SFT and DPO DatasetDicts (splits train / eval) and a stats summary."""
@@ -88,7 +96,8 @@ def build_datasets(
     for record in sorted(records, key=lambda r: (r["conv_id"], r["turn"])):
         split = "eval" if is_eval_conversation(record["conv_id"], eval_fraction, seed) else "train"
         split_rows["sft"][split] += sft_rows(record, system_prompt)
-        split_rows["dpo"][split] += dpo_rows(record, system_prompt, min_gap=min_gap, pairs=pairs)
+        split_rows["dpo"][split] += dpo_rows(record, system_prompt, min_gap=min_gap, pairs=pairs,
+                                             min_chosen_mr=min_chosen_mr)
     if balance_actions:
         split_rows["dpo"] = {k: balance_by_action(v) for k, v in split_rows["dpo"].items()}
     sft = DatasetDict({k: _dataset(v, SFT_FEATURES) for k, v in split_rows["sft"].items()})

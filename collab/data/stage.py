@@ -68,7 +68,8 @@ def merge_data_stage(recipe: Recipe, stage: DataStage, run_dir: Path) -> Path:
         for record in read_records(path):
             records.setdefault(turn_key(record), record)
     sft, dpo, stats = build_datasets(list(records.values()), min_gap=stage.min_gap, pairs=stage.pairs,
-                                     balance_actions=stage.balance_actions, eval_fraction=stage.eval_fraction, seed=recipe.seed,
+                                     min_chosen_mr=stage.min_chosen_mr, balance_actions=stage.balance_actions,
+                                     eval_fraction=stage.eval_fraction, seed=recipe.seed,
                                      system_prompt=recipe.model.system_prompt)
     stats["shards"] = expected
     for name, dataset in (("sft", sft), ("dpo", dpo)):

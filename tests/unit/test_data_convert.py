@@ -42,6 +42,15 @@ def test_failed_candidates_and_identical_texts_make_no_pair() -> None:
     assert dpo_rows(record("c", candidate(ANSWER, 0.9), candidate(ANSWER, 0.1)), None, min_gap=0, pairs="all") == []
 
 
+def test_a_chosen_reply_below_min_chosen_mr_makes_no_pair_however_large_the_gap() -> None:
+    # A needless question (MR -0.02) beats an answer cut off at the token limit (the -1 penalty) by 0.98.
+    needless = record("c", candidate(QUESTION, -0.02, "ask"), candidate(ANSWER, -1.0, "answer", truncated=True))
+    assert len(dpo_rows(needless, None, min_gap=0.05, pairs="best_worst")) == 1
+    assert dpo_rows(needless, None, min_gap=0.05, pairs="best_worst", min_chosen_mr=0.2) == []
+    good = record("c", candidate(QUESTION, 0.45, "ask"), candidate(ANSWER, -1.0, "answer", truncated=True))
+    assert len(dpo_rows(good, None, min_gap=0.05, pairs="best_worst", min_chosen_mr=0.2)) == 1
+
+
 def test_a_truncated_best_reply_is_no_sft_demonstration() -> None:
     assert sft_rows(record("c", candidate(QUESTION, 0.9, truncated=True), candidate(ANSWER, 0.1)), None) == []
     (row,) = sft_rows(record("c", candidate(QUESTION, 0.9), candidate(ANSWER, 0.1)), "Be brief.")
