@@ -95,7 +95,8 @@ class HFBackend(Backend):
         out: list[Generation | None] = [None] * len(requests)
         for (max_new, temperature, top_p), members in groups.items():
             members.sort(key=lambda i: len(encoded[i]))
-            for batch in self._batches(members, encoded, max_new):
+            for cut in self._batches([len(encoded[i]) + max_new for i in members]):
+                batch = [members[k] for k in cut]
                 prompts = [encoded[i] for i in batch]
                 if self.prefix_store is not None:
                     self._prefill(prompts)
@@ -134,42 +135,33 @@ class HFBackend(Backend):
         if shared:
             self._store_states(shared)
         todo.sort(key=self._missing)
-        bucket: list[list[int]] = []
-        useful = longest = 0
-        for sequence in todo:  # ascending, so the last one is the width the bucket pads to
-            n = self._missing(sequence)
-            if bucket and (
-                len(bucket) >= self.max_batch_size
-                or n * (len(bucket) + 1) > _MAX_PADDING * (useful + n)
-                or max(longest, len(sequence)) * (len(bucket) + 1) > self.max_batch_tokens
-            ):
-                self._run(bucket, 1, 0.0, 1.0, [_PREFILL_REQUEST] * len(bucket))
-                bucket, useful, longest = [], 0, 0
-            bucket.append(list(sequence))
-            useful, longest = useful + n, max(longest, len(sequence))
-        if bucket:
-            self._run(bucket, 1, 0.0, 1.0, [_PREFILL_REQUEST] * len(bucket))
+        for cut in self._batches([len(s) for s in todo], work=[self._missing(s) for s in todo]):
+            self._run([list(todo[k]) for k in cut], 1, 0.0, 1.0, [_PREFILL_REQUEST] * len(cut))
 
     def _missing(self, sequence: tuple[int, ...]) -> int:
         """How many of the sequence's tokens have no stored states."""
         assert self.prefix_store is not None
         return len(sequence) - self.prefix_store.longest_prefix(list(sequence), limit=len(sequence))[0]
 
-    def _batches(self, members: list[int], encoded: list[list[int]], max_new: int) -> list[list[int]]:
-        """Cut the members, in order, into batches of at most `max_batch_size` rows and `max_batch_tokens` tokens
-        (rows times the longest prompt plus `max_new`)."""
+    def _batches(self, lengths: list[int], *, work: list[int] | None = None) -> list[list[int]]:
+        """Cut items 0..n-1, in order, into batches of at most `max_batch_size` rows and `max_batch_tokens` tokens
+        (rows times the longest of `lengths`). With `work` (ascending: the tokens each item must compute, the
+        widest of which every row of its forward is padded to), a batch is also cut before its padding passes
+        `_MAX_PADDING`."""
         batches: list[list[int]] = []
         current: list[int] = []
-        longest = 0
-        for i in members:
-            length = len(encoded[i]) + max_new
+        longest = useful = 0
+        for i, length in enumerate(lengths):
+            rows = len(current) + 1
             if current and (
-                len(current) >= self.max_batch_size or max(longest, length) * (len(current) + 1) > self.max_batch_tokens
+                rows > self.max_batch_size
+                or max(longest, length) * rows > self.max_batch_tokens
+                or (work is not None and work[i] * rows > _MAX_PADDING * (useful + work[i]))
             ):
                 batches.append(current)
-                current, longest = [], 0
+                current, longest, useful = [], 0, 0
             current.append(i)
-            longest = max(longest, length)
+            longest, useful = max(longest, length), useful + (work[i] if work is not None else 0)
         if current:
             batches.append(current)
         return batches

@@ -67,14 +67,20 @@ def test_generation_stops_at_end_of_turn(tiny_backend: HFBackend) -> None:
     assert (gen.text, gen.completion_tokens, gen.finish_reason) == ("", 1, "stop")
 
 
-def test_batches_are_grouped_by_length_and_bounded(tiny_backend: HFBackend) -> None:
-    lengths = [[5] * 3, [50] * 2, [7] * 4]
-    encoded = [x for group in lengths for x in group]
-    members = sorted(range(len(encoded)), key=lambda i: encoded[i])
+def test_batches_are_cut_by_rows_and_tokens(tiny_backend: HFBackend) -> None:
+    lengths = sorted([5] * 3 + [50] * 2 + [7] * 4)
     backend = HFBackend(tiny_backend.model, tiny_backend.tokenizer, name="t", max_batch_size=4, max_batch_tokens=110)
-    batches = backend._batches(members, [[0] * n for n in encoded], max_new=1)
+    batches = backend._batches(lengths)
     assert [len(b) for b in batches] == [4, 3, 2]
-    assert [encoded[i] for i in batches[-1]] == [50, 50]
+    assert [lengths[i] for i in batches[-1]] == [50, 50]
+
+
+def test_prefill_batches_are_also_cut_before_padding_passes_a_quarter(tiny_backend: HFBackend) -> None:
+    work = [10, 10, 11, 12, 30, 31, 90]
+    batches = tiny_backend._batches([100] * len(work), work=work)
+    assert batches == [[0, 1, 2, 3], [4, 5], [6]]
+    for batch in batches:
+        assert max(work[i] for i in batch) * len(batch) <= 1.25 * sum(work[i] for i in batch)
 
 
 def test_cache_makes_a_repeated_computation_free(tiny_backend: HFBackend, tmp_path: Path) -> None:
