@@ -8,6 +8,7 @@ training data: pairs are stored with the unsteered prompt.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from collab.chat import Conversation, message
@@ -49,21 +50,33 @@ PREFILLS: dict[tuple[Strategy, str], tuple[str, ...]] = {
 }
 
 
-def prefill_for(strategy: Strategy, kind: str, seed: int = 0) -> str | None:
-    """The assistant prefill of a `strategy` candidate on a task of `kind`, or None."""
-    options = PREFILLS.get((strategy, kind)) or PREFILLS.get((strategy, "*"))
+def prefill_for(
+    strategy: Strategy, kind: str, seed: int = 0, overrides: Mapping[str, Sequence[str]] | None = None
+) -> str | None:
+    """The assistant prefill of a `strategy` candidate on a task of `kind`, or None. `overrides` (a recipe's
+    openings per strategy) replaces the built-in openings of the strategies it names, on every kind."""
+    if overrides is not None and strategy in overrides:
+        options: Sequence[str] | None = overrides[strategy]
+    else:
+        options = PREFILLS.get((strategy, kind)) or PREFILLS.get((strategy, "*"))
     return options[seed % len(options)] if options else None
 
 
 def steered_prompt(
-    strategy: Strategy, messages: Conversation, system_prompt: str | None, seed: int = 0, *, kind: str = "*"
+    strategy: Strategy,
+    messages: Conversation,
+    system_prompt: str | None,
+    seed: int = 0,
+    *,
+    kind: str = "*",
+    prefills: Mapping[str, Sequence[str]] | None = None,
 ) -> Conversation:
     """The prompt the policy sees for a candidate of `strategy`: the base system prompt plus the steering text, and
     for prefilled strategies a final assistant message that the reply continues."""
     steering = STEERING[strategy]
     system = "\n\n".join(p for p in (system_prompt, steering) if p)
     prompt = [message("system", system), *messages] if system else list(messages)
-    prefill = prefill_for(strategy, kind, seed)
+    prefill = prefill_for(strategy, kind, seed, prefills)
     if prefill:
         prompt.append(message("assistant", prefill))
     return prompt
@@ -83,12 +96,13 @@ def sample_candidates(
     system_prompt: str | None = None,
     seed: int = 0,
     seeds: list[int] | None = None,
+    prefills: Mapping[str, Sequence[str]] | None = None,
 ) -> list[list[Candidate]]:
     """`len(strategies)` candidates for each (task, history), all sampled in one batched policy call.
 
     `seeds` (one per item) makes each item's candidates depend on its own seed only, not on its position in the
     batch (the data engine needs this: a resumed run batches conversations differently); without it, item i draws
-    from `seed` and its position.
+    from `seed` and its position. `prefills` replaces the built-in openings of the strategies it names.
 
     Failed generations are dropped (and counted by the backend); a candidate that hit the token limit is marked
     truncated so MR gives it the fixed penalty.
@@ -102,7 +116,8 @@ def sample_candidates(
     base = ([(s, s, 0) for s in seeds] if seeds is not None
             else [(seed + i, seed, i) for i in range(len(items))])
     requests = [
-        Request(steered_prompt(strategy, history, system_prompt, seed=base[i][0] + j, kind=items[i][0].kind),
+        Request(steered_prompt(strategy, history, system_prompt, seed=base[i][0] + j, kind=items[i][0].kind,
+                               prefills=prefills),
                 params.with_(seed=base[i][1] + 17 * j, n=1), sample_index=base[i][2])
         for i, (_, history) in enumerate(items)
         for j, strategy in enumerate(strategies)

@@ -245,6 +245,10 @@ class DataStage(StageBase):
         candidates: Candidate responses sampled per assistant turn.
         strategies: Candidate strategies cycled over the candidates: `sample`, `proactive`, `ask`, `answer`.
         max_turns: Assistant turns per conversation before it stops.
+        prefills: Openings per strategy that replace the built-in ones (collab.candidates.PREFILLS) on every task
+            kind, e.g. `{ask: ["Could you tell me"]}`; a candidate completes the opening its seed picks, and an empty
+            list means no opening. One opening per action makes the chosen and rejected replies differ in the
+            action rather than in phrasing.
         min_gap: DPO pairs whose MR gap is below this are dropped (CollabLLM: 0.02-0.05).
         pairs: `best_worst` makes one pair per turn (max MR vs min MR); `all` makes every pair whose gap is at
             least `min_gap`.
@@ -266,6 +270,7 @@ class DataStage(StageBase):
     candidates: int = Field(4, ge=2)
     strategies: list[Literal["sample", "proactive", "ask", "answer"]] = ["sample", "proactive", "ask", "answer"]
     max_turns: int = Field(4, ge=1)
+    prefills: dict[Literal["sample", "proactive", "ask", "answer"], list[str]] = {}
     min_gap: float = Field(0.05, ge=0)
     pairs: Literal["best_worst", "all"] = "best_worst"
     min_chosen_mr: float | None = None

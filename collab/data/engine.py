@@ -131,7 +131,7 @@ class DataEngine:
         params = SamplingParams(max_new_tokens=self.stage.max_new_tokens, temperature=self.stage.temperature)
         groups = sample_candidates(
             self.policy, [(c.task, c.history) for c in live], self.strategies, params,
-            system_prompt=self.recipe.model.system_prompt, seeds=seeds,
+            system_prompt=self.recipe.model.system_prompt, seeds=seeds, prefills=self.stage.prefills,
         )
         flat = [cand for group in groups for cand in group]
         rollout_seeds = [seed * 1_000_003 + j * 101 for seed, group in zip(seeds, groups) for j in range(len(group))]

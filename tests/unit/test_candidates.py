@@ -20,6 +20,16 @@ def test_answer_candidates_commit_to_a_result_on_math_only() -> None:
     assert prefill_for("sample", "math") is None
 
 
+def test_recipe_openings_replace_the_built_in_ones_of_the_strategies_they_name() -> None:
+    overrides = {"ask": ["Could you tell me"], "sample": []}
+    assert {prefill_for("ask", kind, seed=s, overrides=overrides) for kind in ("math", "code") for s in range(4)} == {
+        "Could you tell me"}
+    assert prefill_for("sample", "math", overrides=overrides) is None
+    assert prefill_for("answer", "math", seed=0, overrides=overrides) == "The answer is"  # not named: built-in
+    prompt = steered_prompt("ask", HISTORY, None, seed=3, kind="math", prefills=overrides)
+    assert prompt[-1] == {"role": "assistant", "content": "Could you tell me"}
+
+
 def test_steered_prompt_adds_the_steering_to_the_system_prompt_and_ends_with_the_prefill() -> None:
     prompt = steered_prompt("answer", HISTORY, "You are helpful.", seed=0, kind="math")
     assert prompt[0]["role"] == "system" and prompt[0]["content"].startswith("You are helpful.\n\nAnswer the request")
