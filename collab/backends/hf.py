@@ -111,31 +111,34 @@ class HFBackend(Backend):
         crowd the store, as evicting them before the batch runs would compute them twice."""
         assert self.prefix_store is not None
         wanted = {tuple(p[:-1]) for p in prompts if len(p) > 1}
+        missing = {s: self._missing(s) for s in wanted}
         per_token = self.prefix_store.bytes_per_token
-        if per_token is not None and sum(map(self._missing, wanted)) * per_token > self.prefix_store.max_bytes // 2:
+        if per_token is not None and sum(missing.values()) * per_token > self.prefix_store.max_bytes // 2:
             return
-        self._store_states(wanted)
+        self._store_states(missing)
 
-    def _store_states(self, sequences: set[tuple[int, ...]]) -> None:
-        """Compute the states of each token sequence into the prefix store, once each, and each prefix that several
-        of them share once too (the conversation before the candidates of one state, the candidate before its S
-        rollouts' user replies), before the sequences themselves.
+    def _store_states(self, missing: dict[tuple[int, ...], int]) -> None:
+        """Compute the states of each token sequence (mapped to how many of its tokens have no stored states yet)
+        into the prefix store, once each, and each prefix that several of them share once too (the conversation
+        before the candidates of one state, the candidate before its S rollouts' user replies), before the
+        sequences themselves.
 
         Sequences are computed in sub-batches of similar length: in one forward every row is padded to the longest,
         and what is left to compute differs a lot between sequences (a whole new conversation next to one new user
         message). A one-token greedy `_run` computes them: `_remember` stores the states, and the sampled token is
         dropped.
         """
-        todo = sorted(s for s in sequences if self._missing(s) > 0)  # sorted, sequences sharing a prefix are adjacent
+        todo = sorted(s for s, n in missing.items() if n > 0)  # sorted, sequences sharing a prefix are adjacent
         shared = set()
         for a, b in itertools.pairwise(todo):
             length = common_prefix_length(np.asarray(a), np.asarray(b))
-            if length - (len(a) - self._missing(a)) >= _MIN_SHARED and length < min(len(a), len(b)):
+            if length - (len(a) - missing[a]) >= _MIN_SHARED and length < min(len(a), len(b)):
                 shared.add(a[:length])
         if shared:
-            self._store_states(shared)
-        todo.sort(key=self._missing)
-        for cut in self._batches([len(s) for s in todo], work=[self._missing(s) for s in todo]):
+            self._store_states({s: self._missing(s) for s in shared})
+            missing = {s: self._missing(s) for s in todo}  # the shared prefixes now serve part of each
+        todo.sort(key=missing.__getitem__)
+        for cut in self._batches([len(s) for s in todo], work=[missing[s] for s in todo]):
             self._run([list(todo[k]) for k in cut], 1, 0.0, 1.0, [_PREFILL_REQUEST] * len(cut))
 
     def _missing(self, sequence: tuple[int, ...]) -> int:
