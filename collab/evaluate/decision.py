@@ -9,7 +9,7 @@ ranked problems by how many numbers they state.
 
 `python -m collab.evaluate.decision MODEL [MODEL ...]` prints the table; the sampled rates it estimates treat the
 two first tokens as the only choices, which matches the measured ask and over-ask rates of the quickstart's runs to
-within one or two problems.
+within about two problems.
 """
 
 from __future__ import annotations
