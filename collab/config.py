@@ -229,6 +229,11 @@ class TrainerStage(StageBase):
         data_from: Read training data produced by this earlier stage (by name).
         accelerate_config: Which file of accelerate_configs/ launches it (cpu, ddp, zero2, zero3, fsdp2).
         trainer: Arguments of the TRL config class (SFTConfig, DPOConfig, ...), checked against it.
+        max_completion_length: dpo only: the loss sees the first N tokens of each chosen and rejected reply (empty:
+            all of them). TRL 1.16's DPOConfig no longer has this; its `max_length` cuts prompt and reply together,
+            so the kept share of a reply depends on its prompt's length. When the replies of a pair differ in how
+            they open (one asks, one answers), a short window keeps the gradient on that decision rather than on the
+            easy tokens after it, and shortens every step (docs/quickstart.md, row 11).
     """
 
     kind: Literal["sft", "dpo", "online_dpo", "grpo", "rloo"]
@@ -236,6 +241,13 @@ class TrainerStage(StageBase):
     data_from: str | None = None
     accelerate_config: str = "cpu"
     trainer: dict[str, Any] = {}
+    max_completion_length: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _completion_window_is_dpo_only(self) -> TrainerStage:
+        if self.max_completion_length is not None and self.kind != "dpo":
+            raise ValueError(f"max_completion_length applies to dpo stages only, not {self.kind}; remove it")
+        return self
 
 
 class DataStage(StageBase):

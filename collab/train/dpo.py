@@ -35,8 +35,33 @@ def load_dpo_data(run_dir: Path, stage: TrainerStage) -> Any:
     return data
 
 
-def build_dpo_trainer(setup: ModelSetup, config: Any, data: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
+def build_dpo_trainer(
+    setup: ModelSetup, config: Any, data: Any, args: dict[str, Any], callbacks: list[Any], *,
+    max_completion_length: int | None = None,
+) -> Any:
     from trl import DPOTrainer
 
-    return build_offline_trainer(DPOTrainer, to_preference, setup, config, data, args, callbacks,
+    trainer_cls = DPOTrainer if max_completion_length is None else with_completion_window(DPOTrainer,
+                                                                                          max_completion_length)
+    return build_offline_trainer(trainer_cls, to_preference, setup, config, data, args, callbacks,
                                  ref_model=setup.ref_model)
+
+
+def with_completion_window(trainer_cls: type, length: int) -> type:
+    """`trainer_cls` (TRL's DPOTrainer) keeping the first `length` tokens of every tokenized reply.
+
+    The cut sits between TRL's tokenization and everything after it (the reference log-probabilities it may
+    precompute, the collator), so policy and reference score the same tokens. A cut reply loses its end-of-turn
+    token, so the model is not taught to stop where the window ends.
+    """
+
+    class CompletionWindowDPOTrainer(trainer_cls):  # type: ignore[misc,valid-type]
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            return dataset.map(_keep_first_tokens, fn_kwargs={"length": length})
+
+    return CompletionWindowDPOTrainer
+
+
+def _keep_first_tokens(row: dict[str, Any], length: int) -> dict[str, Any]:
+    return {"chosen_ids": row["chosen_ids"][:length], "rejected_ids": row["rejected_ids"][:length]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def _data_and_builder(recipe: Recipe, run_dir: Path, stage: TrainerStage) -> tup
         return load_sft_data(run_dir, stage), build_sft_trainer
     from collab.train.dpo import build_dpo_trainer, load_dpo_data
 
-    return load_dpo_data(run_dir, stage), build_dpo_trainer
+    return load_dpo_data(run_dir, stage), partial(build_dpo_trainer,
+                                                  max_completion_length=stage.max_completion_length)
 
 
 def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: PreemptionFlag) -> StageOutcome:
