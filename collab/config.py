@@ -233,7 +233,7 @@ class TrainerStage(StageBase):
             all of them). TRL 1.16's DPOConfig no longer has this; its `max_length` cuts prompt and reply together,
             so the kept share of a reply depends on its prompt's length. When the replies of a pair differ in how
             they open (one asks, one answers), a short window keeps the gradient on that decision rather than on the
-            easy tokens after it, and shortens every step (docs/quickstart.md, row 11).
+            easy tokens after it, and shortens every step (docs/quickstart.md, rows 11-15).
     """
 
     kind: Literal["sft", "dpo", "online_dpo", "grpo", "rloo"]
