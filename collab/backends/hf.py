@@ -35,6 +35,15 @@ _MIN_SHARED = 16
 _PREFILL_REQUEST = Request([message("user", "")], SamplingParams())
 
 
+def encode_messages(tokenizer: Any, messages: list) -> list[int]:
+    """Token ids of the prompt the model replies to. A final assistant message is a prefill: the reply continues it."""
+    prefill = bool(messages) and messages[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(
+        list(messages), add_generation_prompt=not prefill, continue_final_message=prefill, tokenize=True,
+        return_dict=False,
+    )
+
+
 class HFBackend(Backend):
     def __init__(
         self,
@@ -79,12 +88,7 @@ class HFBackend(Backend):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode_messages(self, messages: list) -> list[int]:
-        """Token ids of the prompt. A final assistant message is a prefill: the reply continues it."""
-        prefill = bool(messages) and messages[-1]["role"] == "assistant"
-        return self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=not prefill, continue_final_message=prefill, tokenize=True,
-            return_dict=False,
-        )
+        return encode_messages(self.tokenizer, messages)
 
     def _generate_batch(self, requests: list[Request]) -> list[Generation]:
         encoded = [self.encode_messages(r.messages) for r in requests]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from collab.chat import message
 from collab.errors import CollabError
 from collab.tasks.record import Task
 
@@ -50,8 +51,11 @@ def decision_scores(
     model: Any, tokenizer: Any, tasks: Sequence[Task], *, ask_opening: str = ASK_OPENING,
     answer_opening: str = ANSWER_OPENING, group_by: Sequence[str] = ("steps", "variant"),
 ) -> list[DecisionScore]:
-    """The decision score of every task (its opening as the only user message), grouped by metadata fields."""
+    """The decision score of every task (its opening as the only user message, encoded as the hf backend encodes
+    it), grouped by metadata fields."""
     import torch
+
+    from collab.backends.hf import encode_messages
 
     ask, answer = first_token(tokenizer, ask_opening), first_token(tokenizer, answer_opening)
     if ask == answer:
@@ -62,8 +66,7 @@ def decision_scores(
     scores = []
     with torch.no_grad():
         for task in tasks:
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": task.opening}],
-                                                add_generation_prompt=True, tokenize=True, return_dict=False)
+            ids = encode_messages(tokenizer, [message("user", task.opening)])
             logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].float()
             logp = logits.log_softmax(-1)
             group = "/".join(str(task.metadata.get(field, "-")) for field in group_by)
