@@ -23,8 +23,10 @@ $(CORE): pyproject.toml
 	touch $@
 
 # Test tools and the real OpenAI-compatible server (llama-cpp-python builds llama.cpp: ~6-8 min, once).
+# GGML_NATIVE=OFF builds for the baseline x86-64/arm64 instruction set: a native build picks up whatever the build
+# host has (AVX-512, AMX), and on some such hosts it crashed in its first chat completion.
 $(TEST): $(CORE)
-	$(BIN)/python -m pip install -q -e '.[dev,server]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF $(CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-binary llama-cpp-python -e '.[dev,server]'
 	touch $@
 
 ## The main job: the quickstart recipe on the embedded SmolLM2, CPU only (data -> DPO -> evaluation report).
