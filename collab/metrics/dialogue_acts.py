@@ -30,6 +30,10 @@ since "Is the answer 12?" attempts nothing:
         or a draft marker ("Here is the revised ...") with at least 25 words.
   qa:   the reference answer appears in a non-question sentence, or some declarative sentence remains after
         dropping fillers ("Sure, I can help"), hedges ("I'm not sure which one you mean") and requests.
+  message: a drafted message: after dropping questions, hedges, requests, pleasantries, statements of what the
+        assistant will do once the user answers ("Then I can write the note") and fillers that name no required
+        detail ("Sure!", but not "Hi Anna,"), at least 12 words remain, or at least 4 that include one of the
+        task's required details (a message names its recipient).
 """
 
 from __future__ import annotations
@@ -296,6 +300,29 @@ def _is_doc_attempt(task: Task, text: str) -> bool:
     return bool(_DRAFT_MARKER.search(text)) and words >= 25
 
 
+_PLAN = re.compile(
+    r"\b(once you|when you|after you|as soon as you|if you (can|could|tell|give|let)|then i|so (that )?i can"
+    r"|i can then|i('ll| will) (then )?(write|draft|prepare|put)|to (write|draft) (the|a|your))\b",
+    re.IGNORECASE,
+)
+
+
+def _is_message_attempt(task: Task, text: str) -> bool:
+    from collab.metrics.details import detail_present
+
+    def has_detail(sentence: str) -> bool:
+        return any(detail_present(spellings, sentence) for spellings in task.required)
+
+    # A greeting that names a detail ("Hi Anna, the party is on Friday.") opens the message; a bare one does not.
+    kept = [
+        s for s in sentences(_non_question_text(text))
+        if not (_HEDGE.search(s) or _REQUEST.search(s) or _PLEASANTRY.search(s) or _PLAN.search(s))
+        and not (_FILLER.match(s) and not has_detail(s))
+    ]
+    words = sum(len(_words(s)) for s in kept)
+    return words >= 12 or (words >= 4 and any(has_detail(s) for s in kept))
+
+
 def _is_qa_attempt(task: Task, text: str) -> bool:
     prose = _non_question_text(text)
     reference = task.answer.strip().lower()
@@ -317,6 +344,8 @@ def is_answer_attempt(task: Task, text: str) -> bool:
         return _is_code_attempt(text)
     if task.kind == "doc":
         return _is_doc_attempt(task, text)
+    if task.kind == "message":
+        return _is_message_attempt(task, text)
     return _is_qa_attempt(task, text)
 
 

@@ -7,17 +7,21 @@ from collections.abc import Callable
 from collab.metrics.accuracy import accuracy
 from collab.metrics.base import MetricResult
 from collab.metrics.bleu import bleu
+from collab.metrics.details import detail_success
 from collab.metrics.pass_rate import pass_rate
 from collab.metrics.qa_f1 import qa_f1
 from collab.tasks.record import Task
 
-TASK_METRIC_NAMES: dict[str, str] = {"math": "accuracy", "code": "pass_rate", "qa": "qa_f1", "doc": "bleu"}
+TASK_METRIC_NAMES: dict[str, str] = {
+    "math": "accuracy", "code": "pass_rate", "qa": "qa_f1", "doc": "bleu", "message": "detail_success"
+}
 
 _METRICS: dict[str, Callable[[Task, str], MetricResult]] = {
     "math": accuracy,
     "code": pass_rate,
     "qa": qa_f1,
     "doc": bleu,
+    "message": detail_success,
 }
 
 DEFAULT_BLEU_THRESHOLD = 0.5

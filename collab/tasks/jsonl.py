@@ -26,7 +26,7 @@ file), and reading it whole would only make a giant error message."""
 
 _FIELDS: tuple[str, ...] = tuple(Task.model_fields)
 _REQUIRED: tuple[str, ...] = tuple(name for name, f in Task.model_fields.items() if f.is_required())
-_KINDS: tuple[str, ...] = ("math", "code", "qa", "doc")
+_KINDS: tuple[str, ...] = ("math", "code", "qa", "doc", "message")
 _FORMAT_HINT = "See docs/tasks.md for the task record format."
 
 
@@ -192,6 +192,13 @@ def _parse_line(text: str, file: Path, lineno: int) -> Task:
 
 def _check_kind_rules(task: Task, where: str) -> None:
     """Rules that span fields, which the record itself does not enforce."""
+    if task.kind == "message" and not task.required:
+        raise CollabError(
+            "field 'required': a task of kind 'message' needs the details its reply must contain",
+            where=where,
+            fix='give "required": [["Anna"], ["Tuesday"], ["3 pm", "3pm", "15:00"]] (one list of accepted '
+            "spellings per detail), or use another kind.",
+        )
     if task.kind != "code":
         return
     for name in ("tests", "entry_point"):

@@ -98,4 +98,4 @@ def unsupported_split(name: str, split: str, supported: tuple[str, ...]) -> Coll
 
 
 # Built-in task sets register themselves on import. Imported last: they import `register_task_set` from here.
-from collab.tasks import clarify_math, collabllm_hub, humaneval_chat  # noqa: E402,F401
+from collab.tasks import clarify_math, clarify_message, collabllm_hub, humaneval_chat  # noqa: E402,F401

@@ -352,7 +352,9 @@ def test_qa_empty_reply_scores_zero() -> None:
 
 
 def test_dispatch_by_kind_and_metric_names() -> None:
-    assert TASK_METRIC_NAMES == {"math": "accuracy", "code": "pass_rate", "qa": "qa_f1", "doc": "bleu"}
+    assert TASK_METRIC_NAMES == {
+        "math": "accuracy", "code": "pass_rate", "qa": "qa_f1", "doc": "bleu", "message": "detail_success"
+    }
     assert score_response(math_task("7"), "\\boxed{7}").details["metric"] == "accuracy"
     assert score_response(qa_task("Paris"), "Answer: Paris").details["metric"] == "qa_f1"
     assert score_response(doc_task(), REFERENCE_DOC).details["metric"] == "bleu"

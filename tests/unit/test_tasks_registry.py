@@ -12,7 +12,7 @@ import pytest
 from collab.errors import CollabError
 from collab.tasks.registry import list_task_sets, load_task_set, register_task_set
 
-BUILT_IN = ["clarify-math", "collabllm-bigcodebench", "collabllm-math-hard", "collabllm-medium", "humaneval-chat"]
+BUILT_IN = ["clarify-math", "clarify-message", "collabllm-bigcodebench", "collabllm-math-hard", "collabllm-medium", "humaneval-chat"]
 
 
 def _message(**kwargs: object) -> str:

@@ -1,0 +1,292 @@
+"""The `clarify-message` task set: short messages (reminders, invitations, notes) that must carry the user's details.
+
+Why this family: a model learns that asking pays only where the answer it gets back changes the outcome. Here the
+outcome is whether the message contains every detail the user needs in it (recipient, day, time, place, item), so a
+detail the request leaves out can only be guessed (a weekday: 1 in 7) or asked for, and once the user has given it,
+even a small model can copy it into the message. One generator makes both variants of every request:
+
+* underspecified: one detail other than the recipient is left out of the opening (the request still reads like a
+  normal one); the sentence that states it is the task's only fact, and needs_clarification is true.
+* complete: the opening states every detail, facts are empty, needs_clarification is false.
+
+`goal` is always the complete request, `required` lists every detail with its accepted spellings (scored by
+collab.metrics.details), and `answer` is a reference message.
+
+Train and test use disjoint template families (other kinds of message, other names, places and items), so a test
+score measures transfer to unseen requests, not recall of the training wording.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from collab.errors import CollabError
+from collab.tasks.record import Task
+from collab.tasks.registry import register_task_set, unsupported_split
+
+NAME = "clarify-message"
+DEFAULT_SIZES: dict[str, int] = {"train": 256, "test": 64}
+_ATTEMPTS = 200
+T = TypeVar("T")
+
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+HOURS = (9, 10, 11, 14, 15, 16, 17, 18, 19, 20)
+
+
+@dataclass(frozen=True)
+class Detail:
+    """One detail of a request.
+
+    Attributes:
+        slot: What it is (day, time, place, item), used in metadata.
+        value: How the request states it ("3 pm").
+        spellings: What counts as the detail in a reply ("3 pm", "3pm", "15:00").
+        clause: The words of the request that state it ("at 3 pm").
+        vague: What the request says instead when the detail is withheld ("" to drop the clause).
+        fact: The sentence the user says when asked for it ("The time of the team meeting is 3 pm."). It names the
+            kind of detail (day, time, place) and the event, the words a question about it uses, because the
+            scripted user answers only questions that share a content word with the fact.
+    """
+
+    slot: str
+    value: str
+    spellings: tuple[str, ...]
+    clause: str
+    vague: str
+    fact: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request before it becomes a task: its recipient, its details in the order the request states them, and a
+    function that writes the request (or the reference message) from the clauses of its details."""
+
+    name: str
+    details: tuple[Detail, ...]
+    write: Callable[[Sequence[str]], str]
+    reference: str
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    family: Literal["train", "test"]
+    build: Callable[[random.Random], Request]
+
+
+def _pick(rng: random.Random, options: Sequence[T]) -> T:
+    return options[rng.randrange(len(options))]
+
+
+def _clock(hour: int) -> tuple[str, tuple[str, ...]]:
+    """'3 pm' and its spellings ('3pm', '3 p.m.', '3:00 pm', '15:00', ...)."""
+    twelve, suffix = (hour - 12 if hour > 12 else hour), ("pm" if hour >= 12 else "am")
+    dotted = f"{suffix[0]}.m."
+    spellings = (
+        f"{twelve} {suffix}", f"{twelve}{suffix}", f"{twelve} {dotted}", f"{twelve}{dotted}",
+        f"{twelve}:00 {suffix}", f"{twelve}:00{suffix}", f"{twelve}:00 {dotted}", f"{hour:02d}:00", f"{hour}:00",
+    )
+    return f"{twelve} {suffix}", tuple(dict.fromkeys(spellings))
+
+
+def _day(rng: random.Random, event: str) -> Detail:
+    day = _pick(rng, DAYS)
+    return Detail("day", day, (day, f"{day}s"), f"on {day}", "", f"The day of the {event} is {day}.")
+
+
+def _time(rng: random.Random, event: str) -> Detail:
+    value, spellings = _clock(_pick(rng, HOURS))
+    return Detail("time", value, spellings, f"at {value}", "", f"The time of the {event} is {value}.")
+
+
+def _place(rng: random.Random, places: Sequence[str], event: str) -> Detail:
+    place = _pick(rng, places)
+    bare = place.removeprefix("the ")
+    return Detail("place", place, (bare,), f"at {place}", "", f"The place of the {event} is {place}.")
+
+
+def _item(rng: random.Random, items: Sequence[str], vague: str, fact: str) -> Detail:
+    item = _pick(rng, items)
+    # "the flowers" and "the flower", "the chocolates" and "the chocolate": either names the item.
+    plural = item.endswith("s")
+    other = item[:-1] if plural else item + "s"
+    return Detail("item", item, (item, other), item, vague, fact.format(item=item if plural else f"a {item}"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Train family
+# ----------------------------------------------------------------------------------------------------------------
+
+_TRAIN_NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Felix", "Grace", "Hugo", "Olivia", "Samir")
+_TRAIN_PLACES = ("the Rose Garden", "Luigi's Pizzeria", "the town library", "Maple Park", "the Blue Door Cafe")
+_GIFTS = ("scarf", "cookbook", "flowers", "chocolates", "candle", "board game")
+
+
+def _meeting_reminder(rng: random.Random) -> Request:
+    name = _pick(rng, _TRAIN_NAMES)
+    day, time = _day(rng, "team meeting"), _time(rng, "team meeting")
+    return Request(
+        name, (day, time),
+        lambda c: " ".join(["Write a short reminder for", name, "about the team meeting", *c]).strip() + ".",
+        f"Hi {name}, just a reminder that the team meeting is on {day.value} at {time.value}.",
+    )
+
+
+def _party_invitation(rng: random.Random) -> Request:
+    name = _pick(rng, _TRAIN_NAMES)
+    day, place = _day(rng, "birthday party"), _place(rng, _TRAIN_PLACES, "birthday party")
+    return Request(
+        name, (day, place),
+        lambda c: " ".join(["Write a short invitation for", name, "to my birthday party", *c]).strip() + ".",
+        f"Hi {name}! You're invited to my birthday party on {day.value} at {place.value}.",
+    )
+
+
+def _thank_you_note(rng: random.Random) -> Request:
+    name = _pick(rng, _TRAIN_NAMES)
+    gift = _item(rng, _GIFTS, "present", "The present was {item}.")
+    return Request(
+        name, (gift,),
+        lambda c: f"Write a short thank-you note to {name} for the {c[0]}.",
+        f"Dear {name}, thank you so much for the lovely {gift.value}!",
+    )
+
+
+def _pickup_text(rng: random.Random) -> Request:
+    name = _pick(rng, _TRAIN_NAMES)
+    place = _place(rng, ("the train station", "the airport", "the school gate", "the gym"), "pickup")
+    time = _time(rng, "pickup")
+    return Request(
+        name, (place, time),
+        lambda c: " ".join(["Write a short text telling", name, "that I will pick them up", *c]).strip() + ".",
+        f"Hi {name}, I'll pick you up {place.clause} {time.clause}.",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Test family: other kinds of message, other names, places and items
+# ----------------------------------------------------------------------------------------------------------------
+
+_TEST_NAMES = ("Ines", "Jamal", "Keiko", "Lars", "Maya", "Nikolai", "Rosa", "Tomasz")
+_TEST_PLACES = ("the Harbor Grill", "Sunny Side Diner", "the Green Bowl", "Casa Verde")
+
+
+def _appointment_confirmation(rng: random.Random) -> Request:
+    name = _pick(rng, _TEST_NAMES)
+    day, time = _day(rng, "dentist appointment"), _time(rng, "dentist appointment")
+    return Request(
+        name, (day, time),
+        lambda c: " ".join([f"Write a short message confirming {name}'s dentist appointment", *c]).strip() + ".",
+        f"Hello {name}, your dentist appointment is confirmed for {day.value} at {time.value}.",
+    )
+
+
+def _lunch_invite(rng: random.Random) -> Request:
+    name = _pick(rng, _TEST_NAMES)
+    place, day = _place(rng, _TEST_PLACES, "lunch"), _day(rng, "lunch")
+    return Request(
+        name, (place, day),
+        lambda c: " ".join(["Write a short note inviting", name, "to lunch", *c]).strip() + ".",
+        f"Hi {name}, would you like to join me for lunch at {place.value} on {day.value}?",
+    )
+
+
+def _class_reminder(rng: random.Random) -> Request:
+    name = _pick(rng, _TEST_NAMES)
+    day, time = _day(rng, "yoga class"), _time(rng, "yoga class")
+    return Request(
+        name, (day, time),
+        lambda c: " ".join(["Write a short note reminding", name, "about the yoga class", *c]).strip() + ".",
+        f"Hi {name}, don't forget the yoga class on {day.value} at {time.value}.",
+    )
+
+
+def _shift_swap(rng: random.Random) -> Request:
+    name = _pick(rng, _TEST_NAMES)
+    day, time = _day(rng, "shift"), _time(rng, "shift")
+    return Request(
+        name, (day, time),
+        lambda c: " ".join(["Write a short message asking", name, "to cover my shift", *c]).strip() + ".",
+        f"Hi {name}, could you cover my shift on {day.value} at {time.value}?",
+    )
+
+
+TEMPLATES: tuple[Template, ...] = (
+    Template("meeting-reminder", "train", _meeting_reminder),
+    Template("party-invitation", "train", _party_invitation),
+    Template("thank-you-note", "train", _thank_you_note),
+    Template("pickup-text", "train", _pickup_text),
+    Template("appointment-confirmation", "test", _appointment_confirmation),
+    Template("lunch-invite", "test", _lunch_invite),
+    Template("class-reminder", "test", _class_reminder),
+    Template("shift-swap", "test", _shift_swap),
+)
+
+
+def templates_for(split: str) -> tuple[Template, ...]:
+    """The template family of a split ("train" or "test")."""
+    return tuple(t for t in TEMPLATES if t.family == split)
+
+
+def _make_task(request: Request, template: Template, underspecified: bool, task_id: str, rng: random.Random) -> Task:
+    # One detail besides the recipient per request: the embedded 135M model carries two details into a short message
+    # about half the time, three only a third of the time (docs/tasks.md), and the task must be winnable when complete.
+    detail = request.details[rng.randrange(len(request.details))]
+
+    def write(clause: str) -> str:
+        text = request.write([clause if d is detail else d.vague for d in request.details])
+        return " ".join(text.split()).replace(" .", ".")
+
+    goal = write(detail.clause)
+    metadata: dict[str, object] = {
+        "template": template.name,
+        "family": template.family,
+        "variant": "underspecified" if underspecified else "complete",
+        "details": {detail.slot: detail.value},
+    }
+    common = {"id": task_id, "kind": "message", "goal": goal, "answer": request.reference,
+              "required": ((request.name,), detail.spellings), "metadata": metadata}
+    if not underspecified:
+        return Task(**common, opening=goal)
+    metadata["withheld"] = detail.slot
+    return Task(**common, opening=write(detail.vague), facts=(detail.fact,), needs_clarification=True)
+
+
+def generate(split: str, count: int, seed: int = 0) -> list[Task]:
+    """`count` distinct requests of one split, deterministic in (split, seed).
+
+    Task i is underspecified when i is even and complete when odd, and templates rotate every two tasks, so any
+    prefix is balanced; a smaller count gives a prefix of a larger one.
+    """
+    family = templates_for(split)
+    rng = random.Random(f"{NAME}:{split}:{seed}")
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    for i in range(count):
+        template = family[(i // 2) % len(family)]
+        task = None
+        for _ in range(_ATTEMPTS):
+            candidate = _make_task(template.build(rng), template, i % 2 == 0, f"{NAME}-{split}-{i:05d}", rng)
+            if candidate.goal not in seen:
+                task = candidate
+                break
+        if task is None:
+            raise CollabError(
+                f"could not generate {count} distinct {split} requests (stopped at {i})",
+                where="tasks.limit",
+                fix="ask for fewer tasks.",
+            )
+        seen.add(task.goal)
+        tasks.append(task)
+    return tasks
+
+
+@register_task_set(NAME)
+def build_clarify_message(split: str, limit: int | None, seed: int) -> list[Task]:
+    """Registered builder: train (default 256) or test (default 64); `limit` may ask for more."""
+    if split not in DEFAULT_SIZES:
+        raise unsupported_split(NAME, split, tuple(DEFAULT_SIZES))
+    return generate(split, limit if limit is not None else DEFAULT_SIZES[split], seed)
