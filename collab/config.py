@@ -135,6 +135,10 @@ class SimulatorConfig(Section):
         max_new_tokens: Longest user turn.
         max_reasks: Re-asks of an LLM user whose reply is unparseable or confused before the turn counts as failed.
         max_turns: User turns after which the user stops.
+        mode: `sharded` only. `reveal` (Lost in Conversation: a wrong answer or any other turn is answered with the
+            next withheld fact; for evaluation as in that paper) or `withhold` (a fact is given only to a question
+            about it, a wrong answer is rejected without help; for training, where a guess must cost something).
+        give_up: `sharded` in `withhold` mode: probability that the user ends the conversation after a wrong answer.
     """
 
     kind: Literal["sharded", "llm"] = "sharded"
@@ -143,11 +147,15 @@ class SimulatorConfig(Section):
     max_new_tokens: int = Field(256, ge=1)
     max_reasks: int = Field(2, ge=0, le=10)
     max_turns: int = Field(7, ge=1)
+    mode: Literal["reveal", "withhold"] = "reveal"
+    give_up: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _llm_needs_backend(self) -> SimulatorConfig:
         if self.kind == "llm" and self.backend is None:
             raise ValueError("an llm simulator needs `backend` (the model that plays the user)")
+        if self.kind == "llm" and (self.mode != "reveal" or self.give_up):
+            raise ValueError("`mode` and `give_up` belong to the scripted `sharded` user; an llm user has neither")
         return self
 
 

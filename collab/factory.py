@@ -25,9 +25,11 @@ def build_simulator(recipe: Recipe, cache: RequestCache | None = None) -> UserSi
     backend = None
     if sim.kind == "llm" and sim.backend is not None:
         backend = make_backend(sim.backend, default_model=recipe.model.name, cache=cache, where="simulator.backend")
-    options = {"max_turns": sim.max_turns}
+    options: dict[str, object] = {"max_turns": sim.max_turns}
     if sim.kind == "llm":
         options.update(temperature=sim.temperature, max_new_tokens=sim.max_new_tokens, max_reasks=sim.max_reasks)
+    else:
+        options.update(mode=sim.mode, give_up=sim.give_up)
     return make_simulator(sim.kind, backend=backend, **options)
 
 

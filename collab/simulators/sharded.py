@@ -11,6 +11,16 @@ A task's `facts` are its shards. The policy, for the last assistant message:
      fact left -> done, no text ("exhausted");
   5. anything else -> nudge with the next fact ("reveal"), or, with none left, ask for the answer ("nudge").
 
+That is the Lost-in-Conversation user (`mode="reveal"`): every turn moves the conversation forward, so a policy that
+guesses is handed the missing fact by its wrong answer and ends as well off as one that asked. For training, the
+`withhold` mode makes a wrong or premature answer cost what it costs with people: rules 4 and 5 change to
+
+  4'. a wrong answer attempt -> the user says it is not what they need, volunteering nothing ("rejected"); with
+      probability `give_up` they end the conversation instead ("gave_up"), as an annoyed user does;
+  5'. anything else -> the user asks for the result, volunteering nothing ("nudge").
+
+so the only way to a withheld fact is a question about it, and MR can tell asking from guessing by outcomes alone.
+
 The empty transcript gets the opening: `task.opening`, or the goal's first sentence ("opening").
 
 Stateless: which facts are revealed is read from the user turns of the transcript (see
@@ -31,7 +41,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from collab.chat import Conversation
 from collab.metrics.behaviour import content_terms, revealed_per_user_turn
@@ -40,6 +50,8 @@ from collab.simulators.base import SimulatorStats, UserSimulator, UserTurn
 from collab.tasks.record import Task
 
 CorrectnessCheck = Callable[[Task, str], bool]
+ShardedMode = Literal["reveal", "withhold"]
+SHARDED_MODES: tuple[str, ...] = ("reveal", "withhold")
 
 # No template contains '?': the sharded user never asks questions.
 THANKS = ("Thanks, that's right!", "Great, that's what I needed. Thanks!", "Perfect, thank you.", "That works, thanks.")
@@ -50,6 +62,13 @@ WRONG_ANSWER = (
     "Not quite. One more thing: {fact}",
 )
 NUDGE = ("{fact}", "One more detail: {fact}", "Also: {fact}", "Something else you should know: {fact}")
+REJECTED = (
+    "That's not what I need.",
+    "No, that's not right.",
+    "Hmm, that's not it.",
+    "That doesn't work for me.",
+)
+GO_AHEAD = ("Please go ahead.", "Go ahead, please.", "Just write it, please.", "Please just give me the result.")
 NUDGE_NO_FACTS = (
     "That's everything I know. Please give me your answer.",
     "Please go ahead and give me the final answer.",
@@ -131,16 +150,32 @@ class ShardedSimulator(UserSimulator):
 
     Args:
         max_turns: Most user messages in a conversation, the opening included; at the limit the user stops.
+        mode: `reveal` (Lost in Conversation: wrong answers and other turns are answered with the next fact) or
+            `withhold` (a fact is given only to a question about it; see the module docstring).
+        give_up: In `withhold` mode, the probability that the user ends the conversation after a wrong answer.
         is_correct: (task, assistant text) -> bool. Defaults to `collab.metrics.task_score.is_correct`.
     """
 
     name = "sharded"
 
-    def __init__(self, *, max_turns: int = 7, is_correct: CorrectnessCheck | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_turns: int = 7,
+        mode: ShardedMode = "reveal",
+        give_up: float = 0.0,
+        is_correct: CorrectnessCheck | None = None,
+    ) -> None:
         super().__init__()
         if max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+        if mode not in SHARDED_MODES:
+            raise ValueError(f"mode must be one of {SHARDED_MODES}, got {mode!r}")
+        if not 0.0 <= give_up <= 1.0:
+            raise ValueError(f"give_up must be a probability in [0, 1], got {give_up}")
         self.max_turns = max_turns
+        self.mode = mode
+        self.give_up = give_up
         self.is_correct: CorrectnessCheck = is_correct or _default_is_correct
         self.stats: ShardedStats = ShardedStats()
 
@@ -184,6 +219,12 @@ class ShardedSimulator(UserSimulator):
                 return say("dont_know", rng.choice(DONT_KNOW))
             info["relevance"] = round(score, 4)
             return say("reveal", rng.choice(ANSWER_TO_QUESTION).format(fact=task.facts[fact]), fact)
+        if self.mode == "withhold":
+            if act == "answer":
+                if rng.random() < self.give_up:
+                    return end("gave_up")
+                return say("rejected", rng.choice(REJECTED))
+            return say("nudge", rng.choice(GO_AHEAD))
         if act == "answer":
             if not remaining:
                 return end("exhausted")
