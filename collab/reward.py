@@ -159,7 +159,9 @@ class MultiturnReward:
         from collab.metrics.task_score import score_response
 
         cfg = self.config
-        interactivity = self._interactivity([(s.task, s.messages, s.user_info) for _, s in states])
+        interactivity = self._interactivity(
+            [(s.task, s.messages, s.user_info, len(candidates[i].history)) for i, s in states]
+        )
         out = []
         for (i, state), inter in zip(states, interactivity):
             self.stats.rollouts += 1
@@ -169,7 +171,9 @@ class MultiturnReward:
             components: dict[str, float] = {}
             if error is None:
                 final = final_artifact(state.task, state.messages)
-                task_result = score_response(state.task, final) if final is not None else MetricResult(0.0)
+                # No answer attempt delivers nothing: a real 0, not a failure (asking forever must not pay).
+                task_result = score_response(state.task, final) if final is not None else MetricResult(
+                    0.0, details={"no_answer_attempt": True})
                 if not task_result.ok:
                     error = f"task metric: {task_result.error}"
                 elif not inter.ok:
@@ -192,15 +196,18 @@ class MultiturnReward:
             out.append(RolloutScore(window, reward, components, None, state.user_info, _behaviour(state, start)))
         return out
 
-    def _interactivity(self, items: list[tuple[Task, Conversation, list[dict[str, Any]]]]) -> list[MetricResult]:
+    def _interactivity(
+        self, items: list[tuple[Task, Conversation, list[dict[str, Any]], int]]
+    ) -> list[MetricResult]:
+        """Interactivity of each rollout, rated from its candidate's turn (the last item) on."""
         mode = self.config.interactivity
         if mode == "none":
             return [MetricResult(0.0, details={"disabled": True}) for _ in items]
         if mode == "judge":
-            return self.judge.score([(t, m) for t, m, _ in items])
+            return self.judge.score([(t, m) for t, m, _, _ in items])
         from collab.metrics.interactivity import elicitation_rate
 
-        return [elicitation_rate(t, m, info) for t, m, info in items]
+        return [elicitation_rate(t, m, info, start=start) for t, m, info, start in items]
 
     def _token_penalty(self, messages: Conversation, window: Conversation) -> float:
         from collab.metrics.tokens import assistant_tokens, token_penalty, window_tokens
@@ -230,20 +237,23 @@ class MultiturnReward:
 
 
 def final_artifact(task: Task, messages: Conversation) -> str | None:
-    """The assistant's final answer attempt in the conversation, else its last turn (None if it never spoke)."""
+    """The assistant's last answer attempt in the conversation; None when it made none.
+
+    Only answer attempts are artifacts: a turn that asks ("Is it 36?") is never scored as an answer, so a policy
+    cannot collect task credit by phrasing guesses as questions.
+    """
     from collab.metrics.dialogue_acts import is_answer_attempt
 
-    assistant = [m["content"] for m in messages if m["role"] == "assistant"]
-    for text in reversed(assistant):
-        if is_answer_attempt(task, text):
-            return text
-    return assistant[-1] if assistant else None
+    for msg in reversed(messages):
+        if msg["role"] == "assistant" and is_answer_attempt(task, msg["content"]):
+            return msg["content"]
+    return None
 
 
 def _behaviour(state: ConversationState, start: int) -> dict[str, float]:
-    """Whether the candidate (the first assistant turn of the window) asked, and whether that was needed."""
+    """Whether the candidate (the first assistant turn of the window) asked. For logs and data selection only:
+    it is no part of the reward, and no label of the task is read."""
     from collab.metrics.dialogue_acts import is_question
 
     asked = float(is_question(state.messages[start]["content"])) if len(state.messages) > start else 0.0
-    needed = state.task.needs_clarification
-    return {"asked": asked, "over_ask": asked if not needed else 0.0}
+    return {"asked": asked}

@@ -5,8 +5,9 @@ Two measures:
                       and rates in [0, 1] whether the assistant asked relevant clarifying questions, understood the
                       need and avoided needless questions. Batched, strictly parsed, bounded re-asks, and a judge
                       that never produces a valid rating gives MetricResult.fail, never 0.
-  elicitation_rate    a free rule-based proxy for tasks with facts: the share of the facts the assistant obtained
-                      by asking for them.
+  elicitation_rate    a free rule-based proxy: the share of the withheld facts the assistant obtained by asking
+                      for them, discounted for questions that obtained nothing. It reads outcomes (what the user
+                      revealed), never a label of the task.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collab.chat import Conversation, Generation, Message, SamplingParams, messa
 from collab.jsonparse import JSONParseError, parse_json_object
 from collab.metrics.base import MetricResult
 from collab.metrics.behaviour import RevealRecord, revealed_per_user_turn
-from collab.metrics.dialogue_acts import classify_turn, is_question
+from collab.metrics.dialogue_acts import is_question
 from collab.reasking import generate_with_reasks
 from collab.tasks.record import Task
 
@@ -154,56 +155,84 @@ class InteractivityJudge:
         return [r if r is not None else MetricResult.fail("not scored") for r in results]
 
 
-def elicitation_rate(
-    task: Task, conversation: Conversation, revealed: RevealRecord | None = None
-) -> MetricResult:
-    """Rule-based interactivity proxy.
+@dataclass(frozen=True)
+class Elicitation:
+    """What the assistant's questions obtained, from a given assistant turn on.
 
-    Every task: the first decision is rated. It is right when the assistant's first act asked on a task that needs
-    clarification, or did not ask before attempting a complete task. Rewarding any question would teach
-    over-asking on complete tasks, the failure mode that Abg-CoQA-style false-ask rates expose.
-
-    Tasks without facts (or whose facts all sit in the opening): the proxy is that decision, 1.0 or 0.0.
-
-    Tasks with facts: half the decision and half the share of facts the assistant elicited, where a fact is
-    elicited when it first appears in a user turn that directly follows an assistant turn asking a question
-    (volunteered facts and those in the opening do not count; facts already in the opening leave the denominator,
-    since nobody needs to ask for them). The decision half is why a vague question still beats a guess on an
-    underspecified task (0.5 against 0.0) while a question that obtains what was missing scores 1.0: without it a
-    small policy's unfocused questions and its invented numbers tie at 0, and MR cannot tell asking from guessing.
-
-    `revealed` is the simulator's record, one entry per user turn (see behaviour.revealed_per_user_turn).
+    Attributes:
+        outstanding: Facts the user still held when that turn began (revealed before it: not outstanding).
+        elicited: Outstanding facts first revealed in a user turn that directly answered an assistant question.
+        questions: Asking assistant turns that the user answered (a question in the last turn has no outcome yet).
+        wasted: Of those, the ones whose answer revealed no fact (an irrelevant or needless question).
     """
-    turns = [m for m in conversation if m["role"] in ("user", "assistant")]
-    if not any(m["role"] == "assistant" for m in turns):
-        return MetricResult.fail("no assistant turn")
+
+    outstanding: frozenset[int]
+    elicited: frozenset[int]
+    questions: int
+    wasted: int
+
+    @property
+    def share(self) -> float | None:
+        """Elicited share of the outstanding facts; None when nothing was outstanding."""
+        return len(self.elicited) / len(self.outstanding) if self.outstanding else None
+
+
+def elicitation(
+    task: Task, conversation: Conversation, revealed: RevealRecord | None = None, *, start: int = 0
+) -> Elicitation:
+    """Trace which facts the assistant's questions obtained, from the assistant turn at `conversation[start]` on.
+
+    A fact counts as elicited when it first appears in a user turn that directly follows an asking assistant turn
+    (at or after `start`); facts the user volunteered, or that sat in the opening, do not. `revealed` is the
+    simulator's record, one entry per user turn (see behaviour.revealed_per_user_turn). Raises ValueError when
+    the record does not fit the conversation.
+    """
+    turns = [(i, m) for i, m in enumerate(conversation) if m["role"] in ("user", "assistant")]
+    per_user_turn = iter(revealed_per_user_turn(task, [m for _, m in turns], revealed))
+    before: set[int] = set()
+    elicited: set[int] = set()
+    questions = wasted = 0
+    pending_question = False  # the previous turn was an asking assistant turn at or after `start`
+    rated = False  # an assistant turn at or after `start` has been seen; user turns before it are history
+    for position, msg in turns:
+        if msg["role"] == "assistant":
+            rated = rated or position >= start
+            pending_question = rated and is_question(msg["content"])
+            continue
+        fresh = next(per_user_turn)
+        if not rated:
+            before.update(fresh)
+        elif pending_question:
+            questions += 1
+            new = set(fresh) - before - elicited
+            elicited.update(new)
+            wasted += not new
+        pending_question = False
+    outstanding = frozenset(range(len(task.facts))) - before
+    return Elicitation(outstanding, frozenset(elicited & outstanding), questions, wasted)
+
+
+def elicitation_rate(
+    task: Task, conversation: Conversation, revealed: RevealRecord | None = None, *, start: int = 0
+) -> MetricResult:
+    """Rule-based interactivity proxy, rated from the assistant turn at `conversation[start]` on (in MR: the
+    candidate's own turn; over a whole conversation: 0).
+
+    It credits what questions obtained, never the act of asking: the share of the facts the user still held that
+    the assistant's questions obtained (1.0 when the user held nothing back), halved for every answered question
+    that obtained nothing. So a relevant question on an underspecified request scores 1, a guess 0, an irrelevant
+    question ("I don't know") 0, and on a complete request answering scores 1 and each needless question halves it.
+    No label is read: what the user held is the task's facts, what was obtained is what the user revealed in reply.
+    """
+    if not any(m["role"] == "assistant" for m in conversation[start:]):
+        return MetricResult.fail("no assistant turn to rate")
     try:
-        per_user_turn = revealed_per_user_turn(task, turns, revealed)
+        trace = elicitation(task, conversation, revealed, start=start)
     except ValueError as exc:
         return MetricResult.fail(str(exc))
-
-    in_opening: set[int] = set()
-    elicited: set[int] = set()
-    user_index = 0
-    previous_asked = False
-    for position, msg in enumerate(turns):
-        if msg["role"] == "assistant":
-            previous_asked = is_question(msg["content"])
-            continue
-        fresh = per_user_turn[user_index]
-        user_index += 1
-        if position == 0:
-            in_opening.update(fresh)
-        elif previous_asked:
-            elicited.update(fresh)
-        previous_asked = False
-
-    first_act = next(classify_turn(task, m["content"]) for m in turns if m["role"] == "assistant")
-    asked_first = first_act in ("ask", "ask_and_answer")
-    right = float(asked_first if task.needs_clarification else not asked_first)
-    askable = len(task.facts) - len(in_opening)
-    if askable > 0:
-        share = len(elicited) / askable
-        return MetricResult(0.5 * right + 0.5 * share, details={
-            "elicited": sorted(elicited), "askable": askable, "first_action": first_act, "rule": "facts"})
-    return MetricResult(right, details={"first_action": first_act, "rule": "first_action"})
+    share = trace.share
+    value = (1.0 if share is None else share) * 0.5**trace.wasted
+    return MetricResult(value, details={
+        "elicited": sorted(trace.elicited), "outstanding": sorted(trace.outstanding), "questions": trace.questions,
+        "wasted_questions": trace.wasted,
+    })

@@ -299,38 +299,55 @@ def test_parse_rating_is_strict() -> None:
 # --- elicitation proxy ---------------------------------------------------------------------------------------------
 
 
-def test_elicitation_is_half_the_first_decision_and_half_the_facts_elicited() -> None:
+def test_elicitation_credits_the_facts_questions_obtained_not_the_act_of_asking() -> None:
     asked = conv(CODE.opening or "", "Should duplicates be removed?", "Remove duplicates.",
                  "What order do you want?", "Sort in descending order.")
     assert elicitation_rate(CODE, asked).value == 1.0
     volunteered = conv(CODE.opening or "", "Should duplicates be removed?", "Remove duplicates.",
                        CODE_ANSWER, "Sort in descending order.")
-    # Asked first (0.5) and elicited one of two facts (0.5 * 0.5); the other was volunteered after an attempt.
-    assert elicitation_rate(CODE, volunteered).value == 0.75
+    # One of the two facts was obtained by a question; the other was volunteered after an attempt.
+    assert elicitation_rate(CODE, volunteered).value == 0.5
     guessed = conv(CODE.opening or "", CODE_ANSWER, "Remove duplicates.")
     assert elicitation_rate(CODE, guessed).value == 0.0
+    # A question whose answer reveals nothing obtains nothing, and halves what the others obtained.
+    irrelevant = conv(CODE.opening or "", "Do you like Python?", "I don't know.",
+                      "Should duplicates be removed?", "Remove duplicates.", "What order?", "Sort in descending order.")
+    assert elicitation_rate(CODE, irrelevant).value == 0.5
 
 
 def test_elicitation_ignores_facts_given_in_the_opening() -> None:
     task = MATH.model_copy(update={"opening": "Tom has 3 boxes. Each box holds 4 apples. How many apples?"})
     result = elicitation_rate(task, conv(task.opening or "", "Tom has 12 apples."))
-    assert result.details["rule"] == "first_action"
+    assert result.value == 1.0 and result.details["outstanding"] == []
 
 
-def test_elicitation_without_facts_rewards_the_right_first_action_not_asking() -> None:
+def test_elicitation_without_facts_rewards_answering_and_discounts_needless_questions() -> None:
     assert elicitation_rate(QA, conv("Capital of France?", "Paris.")).value == 1.0
-    assert elicitation_rate(QA, conv("Capital of France?", "Which France?")).value == 0.0
-    ambiguous = QA.model_copy(update={"needs_clarification": True})
-    assert elicitation_rate(ambiguous, conv("Capital?", "Of which country?")).value == 1.0
-    assert elicitation_rate(ambiguous, conv("Capital?", "Paris.")).value == 0.0
+    assert elicitation_rate(QA, conv("Capital of France?", "Which France?", "I don't know.", "Paris.")).value == 0.5
+    # The label is not read: a task marked as needing clarification but holding no facts scores the same.
+    relabelled = QA.model_copy(update={"needs_clarification": True})
+    assert elicitation_rate(relabelled, conv("Capital?", "Paris.")).value == 1.0
+
+
+def test_elicitation_is_rated_from_the_candidate_turn_on() -> None:
+    transcript = conv(MATH.opening or "", "How many per box?", "Each box holds 4 apples.", "Tom has 12 apples.")
+    assert elicitation_rate(MATH, transcript).value == 1.0
+    # From the last assistant turn on, the fact was already known: nothing outstanding, no question asked.
+    later = elicitation_rate(MATH, transcript, start=3)
+    assert later.value == 1.0 and later.details["outstanding"] == []
+    guess_then_ask = conv(MATH.opening or "", "Tom has 7 apples.", "No.", "How many per box?",
+                          "Each box holds 4 apples.")
+    assert elicitation_rate(MATH, guess_then_ask, start=3).value == 1.0
+    assert elicitation_rate(MATH, guess_then_ask, start=1).value == 1.0  # the guess cost nothing here...
+    assert elicitation_rate(MATH, conv(MATH.opening or "", "Tom has 7 apples.", "No.")).value == 0.0  # ...this did
 
 
 def test_elicitation_uses_the_simulator_record_and_fails_explicitly() -> None:
     transcript = conv(MATH.opening or "", "How many per box?", "four in every one")
-    assert elicitation_rate(MATH, transcript).value == 0.5  # the right decision, but no fact recorded as revealed
+    assert elicitation_rate(MATH, transcript).value == 0.0  # asked, but no fact recorded as revealed: wasted
     assert elicitation_rate(MATH, transcript, revealed=[None, 0]).value == 1.0
     # A rollout's user_info: the reveal, then a final turn that ended the chat without a message.
     rollout_info = [{"reason": "reveal", "fact_index": 0}, {"reason": "turn_limit", "fact_index": None, "done": True}]
     assert elicitation_rate(MATH, transcript, revealed=rollout_info).value == 1.0
     assert elicitation_rate(MATH, transcript, revealed=[0, 0, 0]).error is not None
-    assert elicitation_rate(MATH, conv("hi")).error == "no assistant turn"
+    assert elicitation_rate(MATH, conv("hi")).error == "no assistant turn to rate"

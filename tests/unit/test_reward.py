@@ -86,11 +86,25 @@ def test_asking_on_an_underspecified_task_beats_guessing(tiny_backend: HFBackend
     assert "12 apples" in ask.rollouts[0].messages[1]["content"]
 
 
-def test_asking_on_a_complete_task_counts_as_over_asking(tiny_backend: HFBackend) -> None:
-    config = RewardConfig(window=0, samples=1)
+def test_a_needless_question_obtains_nothing_and_halves_interactivity(tiny_backend: HFBackend) -> None:
+    config = RewardConfig(window=1, samples=1, policy_max_new_tokens=4)
     [result] = MultiturnReward(tiny_backend, ShardedSimulator(), config).score(
         [Candidate(COMPLETE, history(COMPLETE), "Do you mean red apples?")])
-    assert result.components["asked"] == 1.0 and result.components["over_ask"] == 1.0
+    assert result.components["asked"] == 1.0
+    assert result.components["interactivity"] == 0.5  # the user had nothing to give: one wasted question
+    assert "over_ask" not in result.components  # the reward knows outcomes, not the task's label
+
+
+@pytest.mark.parametrize("task", [COMPLETE, UNDERSPECIFIED], ids=["complete", "underspecified"])
+def test_mr_never_reads_the_needs_clarification_label(tiny_backend: HFBackend, task: Task) -> None:
+    config = RewardConfig(window=1, samples=2, policy_max_new_tokens=4)
+    reward = MultiturnReward(tiny_backend, ShardedSimulator(mode="withhold"), config)
+    relabelled = task.model_copy(update={"needs_clarification": not task.needs_clarification})
+    texts = ("How many apples are in each box?", "The answer is 36.", "Hello there.")
+    original = reward.score([Candidate(task, history(task), t) for t in texts], seeds=[1, 2, 3])
+    flipped = reward.score([Candidate(relabelled, history(relabelled), t) for t in texts], seeds=[1, 2, 3])
+    assert [r.mr for r in original] == [r.mr for r in flipped]
+    assert [r.components for r in original] == [r.components for r in flipped]
 
 
 def test_truncated_candidate_gets_the_penalty_without_rollouts(tiny_backend: HFBackend) -> None:
