@@ -8,7 +8,11 @@ Two levels, both explicit about what they leave out:
   2. over tasks: the statistic and its percentile-bootstrap CI (collab.evaluate.bootstrap), resampling tasks.
 
 Metric definitions (every rate is a share in [0, 1]):
-  task_score             task metric (score_response) on the final artifact (the last answer attempt).
+  task_score             task metric (score_response) on the final artifact (the last answer attempt; 0 when the
+                         assistant never attempted an answer).
+  task_score_underspecified, task_score_complete
+                         task_score on the tasks with needs_clarification / on the others.
+  elicited_rate          tasks with withheld facts: the share of them that the assistant's questions obtained.
   mr                     conversation-level R* (task + token term + interactivity), when a reward is configured.
   ask_rate               tasks with needs_clarification: the assistant asked before its first pure answer.
   over_ask_rate          tasks without needs_clarification: the assistant asked anyway.
@@ -110,6 +114,12 @@ def _withheld(row: Row) -> bool:
 
 BASE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("task_score", _always, _score("task_score"), label="task metric on the final artifact"),
+    MetricSpec("task_score_underspecified", lambda r: bool(r["needs_clarification"]), _score("task_score"),
+               label="task metric | needs clarification"),
+    MetricSpec("task_score_complete", lambda r: not r["needs_clarification"], _score("task_score"),
+               label="task metric | complete task"),
+    MetricSpec("elicited_rate", lambda r: bool(r.get("n_facts")), _score("elicited"),
+               label="withheld facts obtained by questions"),
     MetricSpec("ask_rate", lambda r: bool(r["needs_clarification"]), _score("asked"),
                label="asked | needs clarification"),
     MetricSpec("over_ask_rate", lambda r: not r["needs_clarification"], _score("asked"), label="asked | complete task"),
@@ -121,8 +131,8 @@ BASE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("tokens", _always, _score("tokens"), label="assistant tokens"),
 )
 MR_METRIC = MetricSpec("mr", _always, _score("mr"), label="conversation-level R*")
-RATE_METRICS = frozenset({"task_score", "ask_rate", "over_ask_rate", "action_accuracy", "action_macro_f1",
-                          "premature_answer_rate"})
+RATE_METRICS = frozenset({"task_score", "task_score_underspecified", "task_score_complete", "elicited_rate",
+                          "ask_rate", "over_ask_rate", "action_accuracy", "action_macro_f1", "premature_answer_rate"})
 
 
 def _spread_metrics(base: MetricSpec) -> tuple[MetricSpec, MetricSpec]:

@@ -189,15 +189,16 @@ class ConversationReward:
         self.config = config
         self.judge = judge
 
-    def interactivity(self, items: list[tuple[Task, list[Any]]]) -> list[MetricResult]:
+    def interactivity(self, items: list[tuple[Task, list[Any], list[dict[str, Any]]]]) -> list[MetricResult]:
+        """Interactivity of whole conversations (task, messages, the simulator's reveal record)."""
         mode = self.config.interactivity
         if mode == "none":
             return [MetricResult(0.0) for _ in items]
         if mode == "judge":
-            return list(self.judge.score(items))  # type: ignore[union-attr]
+            return list(self.judge.score([(task, messages) for task, messages, _ in items]))  # type: ignore[union-attr]
         from collab.metrics.interactivity import elicitation_rate
 
-        return [elicitation_rate(task, messages) for task, messages in items]
+        return [elicitation_rate(task, messages, record) for task, messages, record in items]
 
     def token_term(self, messages: list[Any], count_tokens: Callable[[str], int]) -> float:
         from collab.metrics.tokens import assistant_tokens, token_penalty, window_tokens
@@ -230,7 +231,8 @@ def score_states(
     interactivity: list[MetricResult | None] = [None] * len(states)
     if reward is not None:
         ok = [i for i, s in enumerate(states) if s.failed is None]
-        for i, result in zip(ok, reward.interactivity([(states[i].task, states[i].messages) for i in ok])):
+        items = [(states[i].task, states[i].messages, states[i].user_info) for i in ok]
+        for i, result in zip(ok, reward.interactivity(items)):
             interactivity[i] = result
     rows = []
     for state, run, inter in zip(states, runs, interactivity):
@@ -267,6 +269,7 @@ def _score_one(
 ) -> tuple[dict[str, Any], dict[str, str], str | None]:
     """(scores, errors, final artifact) of one finished conversation."""
     from collab.metrics.behaviour import behaviour
+    from collab.metrics.interactivity import elicitation
     from collab.metrics.task_score import score_response
     from collab.reward import final_artifact
 
@@ -274,8 +277,10 @@ def _score_one(
     scores: dict[str, Any] = {}
     errors: dict[str, str] = {}
     final = final_artifact(task, messages)
-    if final is None:
+    if not any(m["role"] == "assistant" for m in messages):
         task_result = MetricResult.fail("the assistant never replied")
+    elif final is None:
+        task_result = MetricResult(0.0, details={"no_answer_attempt": True})  # it only asked: nothing delivered
     else:
         try:
             task_result = score_response(task, final)
@@ -284,7 +289,12 @@ def _score_one(
     scores["task_score"] = task_result.value
     if not task_result.ok:
         errors["task_score"] = task_result.error or "failed"
-    b = behaviour(task, messages)
+    b = behaviour(task, messages, state.user_info)
+    try:
+        scores["elicited"] = elicitation(task, messages, state.user_info).share
+    except ValueError as exc:
+        scores["elicited"] = None
+        errors["elicited"] = str(exc)
     scores.update(
         asked=b.asked,
         premature_answer=b.premature_answer,

@@ -96,7 +96,7 @@ def test_failed_metric_is_excluded_from_that_metric_only() -> None:
     m = results["models"]["m"]
     assert m["task_score"]["mean"] == 0.0 and m["task_score"]["n"] == 1
     assert m["tokens"]["n"] == 2 and m["tokens"]["mean"] == 20.0
-    assert results["meta"]["failures"]["m"]["metric_failures"] == {"task_score": 1}
+    assert results["meta"]["failures"]["m"]["metric_failures"] == {"task_score": 1, "task_score_complete": 1}
 
 
 def test_runs_are_averaged_within_a_task_before_averaging_tasks() -> None:
