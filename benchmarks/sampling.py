@@ -8,6 +8,7 @@ one SmolLM2 decode step of the same batch.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 
@@ -70,8 +71,8 @@ def main() -> None:
     print(f"| {args.rows} rows x vocab {args.vocab} | batch generator (before) ms | per-row generators ms | change |")
     print("|---|---:|---:|---:|")
     for top_p in (1.0, 0.95):
-        before = median_ms(lambda: batch_generator_sample(logits, 1.0, top_p, single), args.repeats)
-        after = median_ms(lambda: sample_next(logits, 1.0, top_p, generators), args.repeats)
+        before = median_ms(functools.partial(batch_generator_sample, logits, 1.0, top_p, single), args.repeats)
+        after = median_ms(functools.partial(sample_next, logits, 1.0, top_p, generators), args.repeats)
         print(f"| temperature 1.0, top_p {top_p} | {before:.1f} | {after:.1f} | {after - before:+.1f} ms |")
     step = decode_step_ms(args.rows, args.context, max(3, args.repeats // 4))
     print(f"one SmolLM2-135M decode step, {args.rows} rows over {args.context} cached tokens: {step:.0f} ms")

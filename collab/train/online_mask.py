@@ -127,10 +127,12 @@ class GroupMaskMixin:
         per_function = self._gathered_rewards
         assert per_function is not None, "TRL scored the completions without _calculate_rewards"
         # One reward per completion as TRL sums them, NaN where every function returned None.
-        rewards = (per_function * self.reward_weights.to(per_function.device)).nansum(dim=1)  # type: ignore[attr-defined]
+        weights = self.reward_weights.to(per_function.device)  # type: ignore[attr-defined]
+        rewards = (per_function * weights).nansum(dim=1)
         rewards[torch.isnan(per_function).all(dim=1)] = torch.nan
         training = self.model.training  # type: ignore[attr-defined]
-        mask = group_mask(rewards, self.num_generations if training else self.num_generations_eval)  # type: ignore[attr-defined]
+        group_size = self.num_generations if training else self.num_generations_eval  # type: ignore[attr-defined]
+        mask = group_mask(rewards, group_size)
         advantages = output["advantages"]
         start = self.accelerator.process_index * len(advantages)  # type: ignore[attr-defined]
         keep = mask.keep[start : start + len(advantages)].to(advantages.device, advantages.dtype)
