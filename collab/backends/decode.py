@@ -7,12 +7,14 @@ that have stopped from the batch, cutting their attention states out of the cach
 have stopped (a cut copies the whole cache, so it is not done for every single row).
 
 Sampling is the request's and nothing else: temperature, then nucleus (top-p) filtering, as transformers applies
-them; no defaults from the model's generation config are added behind the caller's back.
+them; no defaults from the model's generation config are added behind the caller's back. Each row draws from a
+generator of its own, so a row's tokens do not depend on which other rows share its batch, nor on when they leave it.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +41,15 @@ class DecodedRow:
         return self.end if self.end is not None else max(len(self.tokens) - 1, 0)
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
-    """The next token of each row: greedy at temperature 0, else temperature and top-p sampling."""
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generators: Sequence[torch.Generator] | None
+) -> torch.Tensor:
+    """The next token of each row: greedy at temperature 0, else temperature and top-p sampling, row i drawing its
+    random numbers from `generators[i]` only (needed unless greedy; on the logits' device)."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
+    if generators is None or len(generators) != logits.shape[0]:
+        raise ValueError(f"sampling {logits.shape[0]} rows needs one generator per row")
     logits = logits.float() / temperature
     if top_p < 1.0:
         ascending, order = torch.sort(logits, dim=-1)
@@ -50,7 +57,16 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
         drop = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1 - top_p
         drop[:, -1] = False
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    # The exponential race (vLLM samples the same way): the token maximising p / q for q ~ Exp(1) drawn per token
+    # is distributed as p. Unlike inverse-CDF sampling, whose bins are as narrow as the smallest probabilities, a
+    # last-bit change of the logits (other padding, another batch shape, cached attention states) changes the
+    # winner only when the top two p / q are that close, about once in a million tokens.
+    probs = logits.softmax(dim=-1)
+    noise = torch.empty_like(probs)
+    for row, generator in zip(noise, generators):
+        row.exponential_(generator=generator)
+    # A zero draw would make any token, even a filtered one (0 / 0), the winner.
+    return probs.div_(noise.clamp_(min=torch.finfo(noise.dtype).tiny)).argmax(dim=-1)
 
 
 def decode(
@@ -63,14 +79,15 @@ def decode(
     temperature: float,
     top_p: float,
     stop_ids: set[int],
-    generator: torch.Generator,
+    generators: Sequence[torch.Generator] | None = None,
     keep_states: bool = False,
 ) -> list[DecodedRow]:
     """Generate up to `max_new` tokens for each row.
 
     `input_ids` are the columns to prefill; `attention_mask` covers the columns already in `past` (None for none)
     and then `input_ids`, 0 for padding and gaps. Positions come from the mask, so a token after a gap keeps the
-    position its cached predecessors imply. With `keep_states`, each row also returns the states of its real prompt
+    position its cached predecessors imply. `generators` (one per row, needed unless temperature is 0) keep their
+    rows as rows leave the batch. With `keep_states`, each row also returns the states of its real prompt
     tokens and fed reply tokens, in order (None for every row if the model has sliding-window layers, whose cache
     holds only the last positions).
     """
@@ -92,7 +109,8 @@ def decode(
     rows = [DecodedRow([], None) for _ in range(input_ids.shape[0])]
     live = list(range(len(rows)))  # the row behind each batch slot
     for step in range(max_new):
-        chosen = sample_next(out.logits[:, -1, :], temperature, top_p, generator)
+        chosen = sample_next(out.logits[:, -1, :], temperature, top_p,
+                             None if generators is None else [generators[row] for row in live])
         for row, token in zip(live, chosen.tolist()):
             if rows[row].end is None:
                 rows[row].tokens.append(token)

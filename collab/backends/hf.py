@@ -44,6 +44,14 @@ def encode_messages(tokenizer: Any, messages: list) -> list[int]:
     )
 
 
+def row_generator(seed: int, prompt: list[int], device: torch.device | str = "cpu") -> torch.Generator:
+    """The random stream of one request: seeded by its seed and prompt tokens only, so that its reply does not depend
+    on the other requests of its batch, and a repeated or resumed request samples the same reply. A generator of its
+    own leaves the global random state (the trainer's) untouched."""
+    digest = hashlib.sha256(f"{seed}:".encode() + np.asarray(prompt, dtype="<i8").tobytes()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
+
+
 class HFBackend(Backend):
     def __init__(
         self,
@@ -200,10 +208,8 @@ class HFBackend(Backend):
             store.stats.reused_tokens += sum(n for n, _ in hits)
             store.stats.prefilled_tokens += prefilled
             store.stats.padded_tokens += len(prompts) * (width - reused) - prefilled
-        # One seed per batch, derived from its requests, so a repeated batch samples the same replies. A generator of
-        # its own leaves the global random state (the trainer's) untouched.
-        digest = hashlib.sha256(repr([(r.seed, len(p)) for r, p in zip(requests, prompts)]).encode()).digest()
-        generator = torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
+        generators = ([row_generator(r.seed, p, device) for r, p in zip(requests, prompts)]
+                      if temperature > 0 else None)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -216,7 +222,7 @@ class HFBackend(Backend):
                 temperature=temperature,
                 top_p=top_p,
                 stop_ids=set(self._stop_ids()),
-                generator=generator,
+                generators=generators,
                 keep_states=store is not None,
             )
         finally:

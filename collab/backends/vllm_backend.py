@@ -80,6 +80,9 @@ class VLLMBackend(Backend):
                 max_tokens=r.params.max_new_tokens,
                 temperature=r.params.temperature,
                 top_p=r.params.top_p,
+                # Per request, so a sample does not depend on its batch: vLLM 0.33 keeps a torch.Generator per seeded
+                # request (v1 runner; seeded requests bypass FlashInfer's batch sampler) or hashes the noise from the
+                # seed, position and token (v2 runner). Numerics may still differ by batch unless batch-invariant.
                 seed=r.seed,
             )
             for r in requests

@@ -9,7 +9,8 @@ checkpoints, resume from the newest complete one, preemption handling, one W&B r
 - the reward: `collab.train.online_reward` (one batched MR call per generation batch), attached after the trainer
   exists, because its future assistant turns come from the trainer's live model or its vLLM engine
   (`collab.train.online_policy`);
-- the trainer class: TRL's, with `log` extended to add the MR breakdown (`mr/...`) to every logged step.
+- the trainer class: TRL's, with `log` extended to add the MR breakdown (`mr/...`) to every logged step, and failed
+  or tied MR left out of the loss (`collab.train.online_mask`).
 
 PPO: TRL 1.16 has no PPOTrainer; collab's PPO path is `grpo` (or `rloo`) with `num_iterations > 1`, which reuses
 each generation batch for several optimizer steps with PPO's clipped importance ratio (`epsilon`).
@@ -112,13 +113,16 @@ class MRLoggingMixin:
 
 
 def trainer_class(kind: str) -> type:
-    """TRL's trainer of `kind` with the MR breakdown in its logs."""
+    """TRL's trainer of `kind` with the MR breakdown in its logs and failed or tied MR left out of its loss."""
     import importlib
+
+    from collab.train.online_mask import GroupMaskMixin, PairMaskMixin
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     module, name = TRAINERS[kind]
     base = getattr(importlib.import_module(module), name)
-    return type(f"MR{name}", (MRLoggingMixin, base), {})
+    mask = PairMaskMixin if kind == "online_dpo" else GroupMaskMixin
+    return type(f"MR{name}", (MRLoggingMixin, mask, base), {})
 
 
 def stop_ids(trainer: Any) -> list[int]:

@@ -7,8 +7,8 @@ engine (one simulator call and one policy call per engine step), and returns one
 
 - a completion that hit the token limit (no stop token among its `completion_ids`) gets `reward.truncation_penalty`
   without rollouts;
-- a completion whose MR failed (every rollout failed) is returned as None, which GRPO/RLOO leave out of the group
-  baseline and give no advantage; it is counted (`mr/failed`), never turned into 0 here;
+- a completion whose MR failed (every rollout failed) is returned as None and counted (`mr/failed`), never turned
+  into 0 here; the trainer leaves it out of the loss (collab.train.online_mask, which also skips ties);
 - the future assistant turns come from the live policy (`collab.train.online_policy`) at the current step's weights:
   `set_revision(global_step)` is called before every score.
 
@@ -110,6 +110,11 @@ def breakdown_metrics(totals: BreakdownTotals) -> dict[str, float]:
     out["mr/rollouts"] = totals.sums.get("rollouts", 0.0)
     out["mr/failed_rollouts"] = totals.sums.get("failed_rollouts", 0.0)
     out["mr/seconds"] = totals.sums.get("seconds", 0.0) / max(1, totals.counts.get("seconds", 1))
+    # What the trainer's mask left out of the loss (collab.train.online_mask), where it ran.
+    for unit in ("pairs", "groups"):
+        for what in ("skipped_failed", "skipped_tied", "trained"):
+            if f"{unit}_{what}" in totals.sums:
+                out[f"mr/{unit}_{what}"] = totals.sums[f"{unit}_{what}"]
     return out
 
 
@@ -198,6 +203,8 @@ class MRRewardFunction:
         self.stop_ids: set[int] = set()
         self.totals = BreakdownTotals()
         self.calls = 0
+        # What the last call returned, failures as None: TRL turns them into NaN or 0, the trainer's mask needs them.
+        self.last_rewards: list[float | None] = []
 
     def attach(self, reward: MultiturnReward, policy: LivePolicy, stop_ids: Iterable[int]) -> None:
         self.reward, self.policy = reward, policy
@@ -227,7 +234,8 @@ class MRRewardFunction:
         self.calls += 1
         if self.samples is not None and self.samples.due(step):
             self.samples.write(step, candidates, results)
-        return [r.mr for r in results]
+        self.last_rewards = [r.mr for r in results]
+        return list(self.last_rewards)
 
     def drain(self, gather: Callable[[BreakdownTotals], list[BreakdownTotals]] | None = None) -> dict[str, float]:
         """The breakdown since the last drain (merged over processes by `gather`, a collective every rank calls)."""

@@ -10,7 +10,8 @@ collab already (conftest's fork server), which saves seconds of imports per star
 time budget. COLLAB_CRASH_KILLS (default 20) sets the number of kills of each loop.
 
 The policy of these loops is the fault server's deterministic echo endpoint without faults, at temperature 0: the
-comparison needs a backend whose output depends only on the request.
+comparison needs a backend whose output depends only on the request. The resume from a partly finished batch is also
+run with the hf backend sampling at temperature 1.0, whose requests each sample from their own seed and prompt.
 
 Training: `collab train`, then `collab resume`, all fresh processes (a trainer is a subprocess of `accelerate
 launch`), killed COLLAB_CRASH_TRAIN_KILLS times (default 20; each launch spends about 25 s starting up on a 2-core
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from collab.cli import main
 from collab.train.checkpoints import checkpoint_step, is_complete_checkpoint, last_complete_checkpoint
@@ -110,15 +112,32 @@ def test_data_engine_killed_20_times_resumes_to_exactly_the_uninterrupted_output
     print(f"data crash loop: {report} (reference working time {work_s:.1f} s)")
 
 
+def sampled_on_hf(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The data recipe with the tiny local model as the policy, sampling candidates and rollouts at temperature 1.0
+    (prefix cache on, as by default): reproducing a run then needs every request's tokens to depend on its own seed
+    and prompt only, not on the batch it lands in."""
+    recipe["policy"] = {"kind": "hf", "max_batch_size": 4}
+    recipe["reward"]["policy_temperature"] = 1.0
+    recipe["stages"][0]["temperature"] = 1.0
+    return recipe
+
+
+@pytest.mark.parametrize("policy", ["echo", "hf"])
 def test_data_resume_after_a_partly_finished_batch_matches_the_uninterrupted_run(
-    tmp_path: Path, echo_server: FaultServer
+    tmp_path: Path, request: pytest.FixtureRequest, policy: str
 ) -> None:
     """The case the random kills find only sometimes, made certain: the store stops where one conversation of a
     batch has finished and its partner has not, so the resumed run batches the partner with the next conversation.
-    Seeds are per conversation and turn, so the records are still those of the uninterrupted run."""
+    Seeds are per conversation and turn, and each request samples from its own seed and prompt, so the records are
+    still those of the uninterrupted run: with the deterministic echo endpoint, and with the hf backend sampling."""
     reference_dir, run_dir, tasks = tmp_path / "reference", tmp_path / "run", write_qa_tasks(tmp_path / "qa.jsonl")
-    write_yaml(tmp_path / "reference.yaml", data_recipe(reference_dir, echo_server.base_url, tasks))
-    recipe = write_yaml(tmp_path / "run.yaml", data_recipe(run_dir, echo_server.base_url, tasks))
+    if policy == "echo":
+        recipes = [data_recipe(d, request.getfixturevalue("echo_server").base_url, tasks)
+                   for d in (reference_dir, run_dir)]
+    else:
+        recipes = [sampled_on_hf(data_recipe(d, "http://unused.invalid", tasks)) for d in (reference_dir, run_dir)]
+    write_yaml(tmp_path / "reference.yaml", recipes[0])
+    recipe = write_yaml(tmp_path / "run.yaml", recipes[1])
     assert main(["data", str(tmp_path / "reference.yaml")]) == 0
     lines = (reference_dir / "data" / "store" / STORE).read_text().splitlines(keepends=True)
     records = [json.loads(line) for line in lines]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from collab.backends.base import Request
 from collab.backends.cache import RequestCache
 from collab.backends.hf import HFBackend
 from collab.chat import SamplingParams
@@ -51,6 +52,18 @@ def test_same_seed_gives_same_samples(tiny_backend: HFBackend) -> None:
     first = [g.text for o in tiny_backend.generate(PROMPTS, params) for g in o]
     second = [g.text for o in tiny_backend.generate(PROMPTS, params) for g in o]
     assert first == second
+
+
+def test_a_sampled_reply_depends_only_on_its_own_seed_and_prompt_not_on_its_batch(tiny_backend: HFBackend) -> None:
+    sampled = SamplingParams(max_new_tokens=16, temperature=1.0, seed=7)
+    target = Request(PROMPTS[1], sampled)
+    others = [Request(p, sampled.with_(seed=s)) for p in PROMPTS for s in (1, 2)]
+    others += [Request([{"role": "user", "content": "Tom has " + "many " * k + "apples."}], sampled) for k in range(6)]
+    [alone] = tiny_backend.generate_requests([target])
+    beside = tiny_backend.generate_requests([*others[:5], target, *others[5:]])[5]
+    assert (beside.text, beside.completion_tokens) == (alone.text, alone.completion_tokens)
+    [reseeded] = tiny_backend.generate_requests([Request(PROMPTS[1], sampled.with_(seed=8))])
+    assert reseeded.text != alone.text  # the seed does matter
 
 
 def test_generation_stops_at_end_of_turn(tiny_backend: HFBackend) -> None:

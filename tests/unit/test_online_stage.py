@@ -13,6 +13,7 @@ from collab.errors import BackendUnavailable, CollabError
 from collab.train import runner
 from collab.train.common import trainer_arguments
 from collab.train.online import MRLoggingMixin, check_start, online_arguments, trainer_class
+from collab.train.online_mask import GroupMaskMixin, PairMaskMixin
 
 GRPO = {"num_generations": 2, "per_device_train_batch_size": 2}
 
@@ -113,11 +114,12 @@ def test_kl_towards_a_merged_adapter_start_is_refused(tmp_path: Path) -> None:
     check_start(recipe("online_dpo", {}), stage_of(recipe("online_dpo", {})), str(adapter), config)
 
 
-@pytest.mark.parametrize(("kind", "base"), [("grpo", "GRPOTrainer"), ("rloo", "RLOOTrainer"),
-                                            ("online_dpo", "OnlineDPOTrainer")])
-def test_trainer_class_is_trls_with_mr_logging(kind: str, base: str) -> None:
+@pytest.mark.parametrize(("kind", "mask", "base"), [("grpo", GroupMaskMixin, "GRPOTrainer"),
+                                                    ("rloo", GroupMaskMixin, "RLOOTrainer"),
+                                                    ("online_dpo", PairMaskMixin, "OnlineDPOTrainer")])
+def test_trainer_class_is_trls_with_mr_logging_and_the_mr_mask(kind: str, mask: type, base: str) -> None:
     cls = trainer_class(kind)
-    assert cls.__mro__[1] is MRLoggingMixin and cls.__mro__[2].__name__ == base
+    assert cls.__mro__[1:3] == (MRLoggingMixin, mask) and cls.__mro__[3].__name__ == base
 
 
 def test_mr_breakdown_is_added_to_training_logs_only() -> None:
