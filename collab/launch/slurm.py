@@ -245,8 +245,8 @@ class SlurmPlanner:
                                      environ={ACCELERATE_ARGS_ENV: shlex.join(flags)})
         where = f"each of {o.nodes} train nodes" if o.nodes > 1 else "the train node"
         inside.append(f"{where}: {show_command(command)}")
-        inside.append(f"(started by `collab train {self.recipe_path.name} --stage {stage.label}`, or by "
-                      f"`collab resume {self.run_dir} --stage {stage.label}` after a requeue)")
+        inside.append(f"(started by `collab train {self.recipe_path.name} --stage {stage.label}`, the same command "
+                      "after a requeue: it continues from the newest complete checkpoint)")
         return Job(stage.label, slurm_dir() / "train.slurm",
                    self._common(self._job_name(stage), nodes, o.gpus_per_node, cpus=o.cpus), args,
                    nodes=nodes, gpus_per_node=o.gpus_per_node, after=after, inside=inside)

@@ -98,7 +98,11 @@ def run_stages(recipe: Recipe, run_dir: Path, *, only: str | None = None, out: I
             _say(out, f"stage '{stage.label}' is done; skipping it")
             continue
         _check_inputs_done(stage, run_dir)
-        _say(out, f"stage '{stage.label}' ({stage.kind}) starts")  # type: ignore[attr-defined]
+        # `collab train` continues a stage from its newest complete checkpoint, as `collab resume` does: say which,
+        # since job scripts rerun the same `collab train` command after a requeue.
+        checkpoint = last_complete_checkpoint(paths.checkpoints)
+        start = f"continues from {checkpoint}" if checkpoint else "starts"
+        _say(out, f"stage '{stage.label}' ({stage.kind}) {start}")  # type: ignore[attr-defined]
         started = time.monotonic()
         run_stage(recipe, stage, run_dir, out=out)
         _say(out, f"stage '{stage.label}' done in {time.monotonic() - started:.0f} s")
