@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds before the time limit at which jobs save and requeue (default 600)")
     slurm.add_argument("--port", type=int, default=None, help="rendezvous port (default: derived from the job id)")
     slurm.add_argument("--vllm-tp", type=int, default=1, help="tensor parallel size of the vLLM server node")
+    slurm.add_argument("--scale-batch", action="store_true",
+                       help="keep each stage's effective_batch_size on this many GPUs by adjusting "
+                       "gradient_accumulation_steps (default: refuse a launch that would change it)")
     slurm.add_argument("--sbatch-arg", dest="sbatch_args", action="append", default=[], metavar="OPTION",
                        help="extra sbatch option, e.g. --sbatch-arg=--account=myproj (repeatable)")
     slurm.add_argument("--dry-run", action="store_true", help="print the sbatch commands instead of submitting")
@@ -234,7 +237,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         options = SlurmOptions(
             nodes=args.nodes, gpus_per_node=args.gpus_per_node, partition=args.partition, time=args.time,
             cpus_per_task=args.cpus_per_task, stage=args.stage, shards=args.shards, signal_s=args.signal_s,
-            port=args.port, vllm_tp=args.vllm_tp, sbatch_args=tuple(args.sbatch_args),
+            port=args.port, vllm_tp=args.vllm_tp, scale_batch=args.scale_batch,
+            sbatch_args=tuple(args.sbatch_args),
         )
         overrides = list(args.overrides) + ([f"tasks.name={args.tasks}"] if args.tasks else [])
         launch_slurm(args.recipe, overrides, options, dry_run=args.dry_run, echo=print)

@@ -29,6 +29,7 @@ from typing import IO, Any
 from collab.config import Recipe, StageBase, TrainerStage
 from collab.errors import CollabError
 from collab.io import atomic_write_json
+from collab.train.batch import check_effective_batch
 from collab.train.checkpoints import last_complete_checkpoint
 from collab.run_dir import load_run, open_run
 from collab.train.paths import StagePaths
@@ -199,6 +200,7 @@ def run_trainer_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, *, out
     for note in plan.notes:
         _say(out, note)
     check_world_size(paths, plan.world_size)
+    _say(out, f"stage '{stage.label}': {check_effective_batch(stage, plan.world_size).describe()}")
     plan.env.update(wandb_env(recipe, stage, run_dir))
     previous = paths.read_launch() or {}
     atomic_write_json(paths.launch, {**plan.record(), "launches": int(previous.get("launches", 0)) + 1,
