@@ -200,6 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         console.print(f"wrote {len(tasks)} tasks to {args.out}")
         return 0
     if args.command == "data":
+        from collab.backends.cache import CACHE_FILE, merge_shards
         from collab.data.engine import Shard
         from collab.data.stage import data_stage_of, merge_data_stage, run_data_stage
         from collab.run_dir import load_run, open_run
@@ -210,6 +211,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             run_dir = Path(args.target[1])
             recipe = load_run(run_dir)
             out = merge_data_stage(recipe, data_stage_of(recipe, args.stage), run_dir)
+            merge_shards(run_dir / CACHE_FILE)  # the array tasks' per-writer cache files (network filesystems)
         else:
             if len(args.target) != 1:
                 raise CollabError(f"unexpected arguments {args.target[1:]}", fix="write `collab data RECIPE [options]`.")

@@ -20,12 +20,14 @@ function did not write it itself.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from collab.backends.cache import CACHE_FILE, merge_shards
 from collab.config import Recipe, StageBase, TrainerStage
 from collab.errors import CollabError
 from collab.io import atomic_write_json
@@ -107,6 +109,19 @@ def run_stages(recipe: Recipe, run_dir: Path, *, only: str | None = None, out: I
         started = time.monotonic()
         run_stage(recipe, stage, run_dir, out=out)
         _say(out, f"stage '{stage.label}' done in {time.monotonic() - started:.0f} s")
+        _merge_cache(run_dir, out)
+
+
+def _merge_cache(run_dir: Path, out: IO[str] | None) -> None:
+    """Fold the per-writer request cache files (network filesystems) into the run's shared one after a stage.
+
+    Only one process may, once the stage's writers are gone: the first node's (every node of a multi-node job runs
+    this function). Array tasks of a data stage leave it to `collab data merge`, which runs after all of them."""
+    if os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SLURM_NODEID", "0") != "0":
+        return
+    added = merge_shards(run_dir / CACHE_FILE)
+    if added:
+        _say(out, f"request cache: {added} entries of this stage's processes merged into {run_dir / CACHE_FILE}")
 
 
 def _check_inputs_done(stage: StageBase, run_dir: Path) -> None:
