@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds before the time limit at which jobs save and requeue (default 600)")
     slurm.add_argument("--port", type=int, default=None, help="rendezvous port (default: derived from the job id)")
     slurm.add_argument("--vllm-tp", type=int, default=1, help="tensor parallel size of the vLLM server node")
+    slurm.add_argument("--scale-batch", action="store_true",
+                       help="keep each stage's effective_batch_size on this many GPUs by adjusting "
+                       "gradient_accumulation_steps (default: refuse a launch that would change it)")
     slurm.add_argument("--sbatch-arg", dest="sbatch_args", action="append", default=[], metavar="OPTION",
                        help="extra sbatch option, e.g. --sbatch-arg=--account=myproj (repeatable)")
     slurm.add_argument("--dry-run", action="store_true", help="print the sbatch commands instead of submitting")
@@ -197,6 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         console.print(f"wrote {len(tasks)} tasks to {args.out}")
         return 0
     if args.command == "data":
+        from collab.backends.cache import CACHE_FILE, merge_shards
         from collab.data.engine import Shard
         from collab.data.stage import data_stage_of, merge_data_stage, run_data_stage
         from collab.run_dir import load_run, open_run
@@ -207,6 +211,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             run_dir = Path(args.target[1])
             recipe = load_run(run_dir)
             out = merge_data_stage(recipe, data_stage_of(recipe, args.stage), run_dir)
+            merge_shards(run_dir / CACHE_FILE)  # the array tasks' per-writer cache files (network filesystems)
         else:
             if len(args.target) != 1:
                 raise CollabError(f"unexpected arguments {args.target[1:]}", fix="write `collab data RECIPE [options]`.")
@@ -234,7 +239,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         options = SlurmOptions(
             nodes=args.nodes, gpus_per_node=args.gpus_per_node, partition=args.partition, time=args.time,
             cpus_per_task=args.cpus_per_task, stage=args.stage, shards=args.shards, signal_s=args.signal_s,
-            port=args.port, vllm_tp=args.vllm_tp, sbatch_args=tuple(args.sbatch_args),
+            port=args.port, vllm_tp=args.vllm_tp, scale_batch=args.scale_batch,
+            sbatch_args=tuple(args.sbatch_args),
         )
         overrides = list(args.overrides) + ([f"tasks.name={args.tasks}"] if args.tasks else [])
         launch_slurm(args.recipe, overrides, options, dry_run=args.dry_run, echo=print)

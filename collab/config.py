@@ -242,6 +242,10 @@ class TrainerStage(StageBase):
             so the kept share of a reply depends on its prompt's length. When the replies of a pair differ in how
             they open (one asks, one answers), a short window keeps the gradient on that decision rather than on the
             easy tokens after it, and shortens every step (docs/quickstart.md, rows 11-15).
+        effective_batch_size: The batch one optimizer step sees (per_device_train_batch_size x
+            gradient_accumulation_steps x processes). Empty: whatever those give. Stated, a launch on a number of
+            GPUs where they do not multiply to it is refused with the numbers; `collab launch slurm --scale-batch`
+            adjusts gradient_accumulation_steps instead (collab.train.batch).
     """
 
     kind: Literal["sft", "dpo", "online_dpo", "grpo", "rloo"]
@@ -250,6 +254,7 @@ class TrainerStage(StageBase):
     accelerate_config: str = "cpu"
     trainer: dict[str, Any] = {}
     max_completion_length: int | None = Field(None, ge=1)
+    effective_batch_size: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _completion_window_is_dpo_only(self) -> TrainerStage:

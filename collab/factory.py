@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from collab.backends.base import Backend
-from collab.backends.cache import RequestCache
+from collab.backends.cache import CACHE_FILE, RequestCache
 from collab.backends.registry import make_backend
 from collab.config import Recipe
 from collab.reward import MultiturnReward
@@ -44,4 +44,4 @@ def build_reward(recipe: Recipe, policy: Backend, simulator: UserSimulator, cach
 
 
 def cache_for(run_dir: Path) -> RequestCache:
-    return RequestCache(run_dir / "cache.sqlite")
+    return RequestCache(run_dir / CACHE_FILE)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from collab.config import DataStage, EvalStage, Recipe, StageBase, TrainerStage, load_recipe
 from collab.errors import CollabError
+from collab.train.batch import batch_plan, check_effective_batch, scaled_accumulation
 from collab.launch import ACCELERATE_ARGS_ENV, accelerate_command, multinode_args, project_root
 
 _TIME_FORMATS = [  # the --time formats sbatch accepts, as (pattern, field names)
@@ -66,6 +67,8 @@ class SlurmOptions:
         signal_s: Seconds before the time limit at which jobs get USR1 to save and requeue.
         port: Rendezvous port of multi-node training; empty derives one from the job id.
         vllm_tp: Tensor parallel size of the vLLM server (its data parallel size is GPUs / this).
+        scale_batch: Give stages that state effective_batch_size the gradient_accumulation_steps that keeps it on
+            this many GPUs (an override of the job), instead of refusing a launch that would change it.
         sbatch_args: Extra sbatch options passed through (--account=..., --qos=..., --exclusive, ...).
     """
 
@@ -79,6 +82,7 @@ class SlurmOptions:
     signal_s: int = 600
     port: int | None = None
     vllm_tp: int = 1
+    scale_batch: bool = False
     sbatch_args: tuple[str, ...] = ()
 
     def validate(self) -> None:
@@ -233,8 +237,9 @@ class SlurmPlanner:
                           f"{o.vllm_tp} --data_parallel_size {o.gpus_per_node // o.vllm_tp} --port {port}")
         if o.port is not None:
             args += ["--port", str(o.port)]
-        if self.overrides:
-            args += ["--", *self._set_args()]
+        batch_note, batch_sets = self._batch(stage)
+        if self.overrides or batch_sets:
+            args += ["--", *self._set_args(), *batch_sets]
         if o.gpus_per_node and stage.accelerate_config == "cpu":
             inside.insert(0, f"warning: stage '{stage.label}' uses accelerate_config cpu on GPU nodes; for GPUs "
                           f"add --set stages.{stage.label}.accelerate_config=ddp (or zero2, zero3, fsdp2)")
@@ -245,11 +250,26 @@ class SlurmPlanner:
                                      environ={ACCELERATE_ARGS_ENV: shlex.join(flags)})
         where = f"each of {o.nodes} train nodes" if o.nodes > 1 else "the train node"
         inside.append(f"{where}: {show_command(command)}")
-        inside.append(f"(started by `collab train {self.recipe_path.name} --stage {stage.label}`, or by "
-                      f"`collab resume {self.run_dir} --stage {stage.label}` after a requeue)")
+        inside.append(f"(started by `collab train {self.recipe_path.name} --stage {stage.label}`, the same command "
+                      "after a requeue: it continues from the newest complete checkpoint)")
+        inside.append(batch_note)
         return Job(stage.label, slurm_dir() / "train.slurm",
                    self._common(self._job_name(stage), nodes, o.gpus_per_node, cpus=o.cpus), args,
                    nodes=nodes, gpus_per_node=o.gpus_per_node, after=after, inside=inside)
+
+    def _batch(self, stage: TrainerStage) -> tuple[str, list[str]]:
+        """The effective batch on the requested processes, and the override that keeps a stated one
+        (--scale-batch); a launch that would change a stated batch is refused with the numbers."""
+        world = self.opt.nodes * max(self.opt.gpus_per_node, 1)
+        plan = batch_plan(stage, world)
+        if plan.matches:
+            return plan.describe(), []
+        if not self.opt.scale_batch:
+            check_effective_batch(stage, world)  # raises, with the numbers and the override that would fix it
+        accumulation = scaled_accumulation(stage, world)
+        key = f"stages.{stage.label}.trainer.gradient_accumulation_steps"
+        return (f"effective batch {plan.declared} kept on {world} processes (--scale-batch): "
+                f"gradient_accumulation_steps {plan.accumulation} -> {accumulation}"), ["--set", f"{key}={accumulation}"]
 
     def _data(self, stage: DataStage, after: int | None, first_index: int) -> list[Job]:
         o = self.opt

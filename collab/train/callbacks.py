@@ -24,5 +24,7 @@ class PreemptionCallback(TrainerCallback):
                 self.flag.signal_name = "signal on another rank"
             control.should_save = True
             control.should_training_stop = True
+            if self.stopped_at is None:
+                print(f"collab: step {state.global_step}: {self.flag.stop_note()}; saving a checkpoint", flush=True)
             self.stopped_at = state.global_step
         return control

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 from collab.backends.base import Backend, Request
 from collab.chat import Generation
 from collab.errors import BackendUnavailable, CollabError
+from collab.train.devices import bind_rank_device
 
 PolicyMode = Literal["hf", "vllm-colocate", "vllm-server"]
 
@@ -69,6 +70,7 @@ class HFLivePolicy:
     def session(self, step: int) -> Iterator[Backend]:
         from trl.models.utils import unwrap_model_for_generation
 
+        bind_rank_device(getattr(self.trainer.accelerator, "device", None))  # this may be the reward's worker thread
         self.backend.set_revision(step)
         args = self.trainer.args
         with unwrap_model_for_generation(
@@ -104,9 +106,11 @@ class VLLMColocatePolicy:
             raise CollabError("the trainer runs vLLM in colocate mode but has no engine (trainer.vllm_generation.llm"
                               " / trainer.llm): this TRL version is not supported for MR rollouts")
         self.backend = VLLMBackend(name=name, llm=engine, revision="0")
+        self.device = getattr(getattr(trainer, "accelerator", None), "device", None)
 
     @contextlib.contextmanager
     def session(self, step: int) -> Iterator[Backend]:
+        bind_rank_device(self.device)  # the reward's worker thread starts on GPU 0, the engine lives on this rank's
         self.backend.set_revision(step)
         yield self.backend
 

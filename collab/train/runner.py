@@ -20,15 +20,18 @@ function did not write it itself.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from collab.backends.cache import CACHE_FILE, merge_shards
 from collab.config import Recipe, StageBase, TrainerStage
 from collab.errors import CollabError
 from collab.io import atomic_write_json
+from collab.train.batch import check_effective_batch
 from collab.train.checkpoints import last_complete_checkpoint
 from collab.run_dir import load_run, open_run
 from collab.train.paths import StagePaths
@@ -98,10 +101,27 @@ def run_stages(recipe: Recipe, run_dir: Path, *, only: str | None = None, out: I
             _say(out, f"stage '{stage.label}' is done; skipping it")
             continue
         _check_inputs_done(stage, run_dir)
-        _say(out, f"stage '{stage.label}' ({stage.kind}) starts")  # type: ignore[attr-defined]
+        # `collab train` continues a stage from its newest complete checkpoint, as `collab resume` does: say which,
+        # since job scripts rerun the same `collab train` command after a requeue.
+        checkpoint = last_complete_checkpoint(paths.checkpoints)
+        start = f"continues from {checkpoint}" if checkpoint else "starts"
+        _say(out, f"stage '{stage.label}' ({stage.kind}) {start}")  # type: ignore[attr-defined]
         started = time.monotonic()
         run_stage(recipe, stage, run_dir, out=out)
         _say(out, f"stage '{stage.label}' done in {time.monotonic() - started:.0f} s")
+        _merge_cache(run_dir, out)
+
+
+def _merge_cache(run_dir: Path, out: IO[str] | None) -> None:
+    """Fold the per-writer request cache files (network filesystems) into the run's shared one after a stage.
+
+    Only one process may, once the stage's writers are gone: the first node's (every node of a multi-node job runs
+    this function). Array tasks of a data stage leave it to `collab data merge`, which runs after all of them."""
+    if os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SLURM_NODEID", "0") != "0":
+        return
+    added = merge_shards(run_dir / CACHE_FILE)
+    if added:
+        _say(out, f"request cache: {added} entries of this stage's processes merged into {run_dir / CACHE_FILE}")
 
 
 def _check_inputs_done(stage: StageBase, run_dir: Path) -> None:
@@ -195,6 +215,7 @@ def run_trainer_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, *, out
     for note in plan.notes:
         _say(out, note)
     check_world_size(paths, plan.world_size)
+    _say(out, f"stage '{stage.label}': {check_effective_batch(stage, plan.world_size).describe()}")
     plan.env.update(wandb_env(recipe, stage, run_dir))
     previous = paths.read_launch() or {}
     atomic_write_json(paths.launch, {**plan.record(), "launches": int(previous.get("launches", 0)) + 1,

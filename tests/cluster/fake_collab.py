@@ -3,8 +3,11 @@
 The cluster mechanics tests put it first on PATH (as `collab`) and submit the real slurm/*.slurm scripts, so what
 they prove is the scripts' behaviour, independent of how long real training takes:
 
-- `collab train RECIPE --stage S` starts counting from 0 and writes the run directory's resolved recipe;
-  `collab resume RUN_DIR --stage S` continues from the counter saved in RUN_DIR/S/counter.
+- `collab train RECIPE --stage S [--set k=v ...]` continues from the counter saved in RUN_DIR/S/counter (0 when
+  there is none), as the real command continues from the newest complete checkpoint; it writes the run
+  directory's resolved recipe (the recipe's text plus one `# set k=v` line per override) and the overrides it ran
+  with into RUN_DIR/S/overrides (one line per call), so a test sees what each start ran with.
+  `collab resume RUN_DIR --stage S` continues from the counter too.
 - Each step sleeps a little and appends the count to RUN_DIR/S/progress; after FAKE_STEPS steps it writes DONE.
 - On SIGUSR1 or SIGTERM it saves the counter and exits 75 (EXIT_PREEMPTED), as the real trainer does.
 - `collab data RECIPE --shard i/n` writes RUN_DIR/data/shard-i-of-n; `collab data merge RUN_DIR` lists the shards
@@ -83,9 +86,13 @@ def main(args: list[str]) -> int:
         recipe = Path(args[1])
         run_dir = run_dir_of(recipe)
         stage = option(args, "--stage")
+        overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
         record(run_dir, "train", stage, " ".join(args[4:]))
-        (run_dir / "recipe.resolved.yaml").write_text(recipe.read_text())
-        return count(run_dir, stage, start_fresh=True)
+        (run_dir / "recipe.resolved.yaml").write_text(recipe.read_text() + "".join(f"# set {o}\n" for o in overrides))
+        (run_dir / stage).mkdir(parents=True, exist_ok=True)
+        with open(run_dir / stage / "overrides", "a") as f:
+            f.write(" ".join(overrides) + "\n")
+        return count(run_dir, stage, start_fresh=False)
     if command == "resume":
         run_dir = Path(args[1])
         stage = option(args, "--stage")

@@ -2,8 +2,8 @@
 
 The real slurm/train.slurm, data.slurm and eval.slurm run here with tests/cluster/fake_collab.py standing in for
 `collab`: a counter loop that saves on USR1 and exits 75, like the trainer. So these tests show that the scripts
-requeue on the signal, restart with SLURM_RESTART_COUNT, switch from `collab train` to `collab resume`, resume from
-the saved counter, run every array shard before the afterok merge, and survive preemption by a higher partition,
+requeue on the signal, restart with SLURM_RESTART_COUNT, rerun the same `collab train` command (overrides
+included), resume from the saved counter, run every array shard before the afterok merge, and survive preemption by a higher partition,
 without the minutes a real training run takes.
 """
 
@@ -56,7 +56,7 @@ def test_usr1_saves_requeues_and_resumes(slurm_cluster: SlurmCluster, tmp_path: 
     calls = (run_dir / "calls.log").read_text().splitlines()
     assert len(calls) == 2, calls
     assert calls[0].startswith("train | dpo | --set seed=1 | restart=0 |")
-    assert calls[1].startswith("resume | dpo | restart=1 |")
+    assert calls[1].startswith("train | dpo | --set seed=1 | restart=1 |")
     assert "--num_machines 1 --num_processes 1" in calls[0] and "--machine_rank 0" in calls[0]
     assert "--rdzv_backend c10d" in calls[0] and "accelerate_config=cpu" in calls[0]
 

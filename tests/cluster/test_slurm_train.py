@@ -3,7 +3,7 @@
 The tiny random model trains a few steps on a hand-made preference dataset (the data stage is pre-built: a saved
 DatasetDict with prompt/chosen/rejected and DONE). After the first checkpoint the test sends the batch shell USR1
 as Slurm does before a time limit; the trainer saves and exits 75, the job requeues itself, and the restart runs
-`collab resume` to the end from the saved checkpoint.
+the same `collab train` to the end from the saved checkpoint.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_dpo_stage_is_preempted_requeued_and_resumed(slurm_cluster: SlurmCluster
     assert record["JobState"] == "COMPLETED", text[-4000:]
     assert record["Restarts"] == "1", text[-4000:]
     assert "training step ended with exit code 75" in text and "requeueing job" in text
-    assert f"collab resume {run_dir} --stage dpo" in text
+    assert f"collab train {recipe} --stage dpo" in text and "collab resume" not in text
     assert (run_dir / "dpo" / "DONE").is_file() and (run_dir / "dpo" / "final").is_dir()
     assert f"checkpoint-{MAX_STEPS}" in checkpoints(run_dir)
-    assert f"at stage 'dpo' from {run_dir / 'dpo' / 'checkpoints'}" in text  # resumed, not restarted
+    assert f"stage 'dpo' (dpo) continues from {run_dir / 'dpo' / 'checkpoints'}" in text  # resumed, not restarted

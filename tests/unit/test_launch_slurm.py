@@ -331,16 +331,19 @@ def test_train_slurm_splits_nodes_for_the_vllm_server(tmp_path: Path) -> None:
     assert not any(c.startswith("scontrol requeue") for c in calls)
 
 
-def test_train_slurm_resumes_and_requeues_after_exit_75(tmp_path: Path) -> None:
+def test_train_slurm_keeps_the_recipe_and_overrides_on_a_started_run_and_requeues_after_exit_75(
+    tmp_path: Path,
+) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "recipe.resolved.yaml").write_text("name: x\n")
+    (run_dir / "recipe.resolved.yaml").write_text("name: x\n")  # from an earlier recipe, or this job's first start
     code, calls = run_train_slurm(
-        tmp_path, ["--recipe", "r.yaml", "--run-dir", str(run_dir), "--stage", "dpo", "--gpus-per-node", "4"],
+        tmp_path, ["--recipe", "r.yaml", "--run-dir", str(run_dir), "--stage", "dpo", "--gpus-per-node", "4",
+                   "--", "--set", "stages.2.trainer.gradient_accumulation_steps=4"],
         FAKE_NODES="n1 n2 n3", FAKE_RC="75")
     assert code == 0
     [collab] = [c for c in calls if c.startswith("collab")]
-    assert collab.startswith(f"collab resume {run_dir} --stage dpo |")
+    assert collab.startswith("collab train r.yaml --stage dpo --set stages.2.trainer.gradient_accumulation_steps=4 |")
     assert "--num_machines 3 --num_processes 12" in collab and "--main_process_port 21234" in collab
     assert calls[-1] == "scontrol requeue 1234"
 

@@ -47,3 +47,33 @@ def test_callback_saves_and_stops_at_the_step_after_the_signal() -> None:
 
 def test_preempted_exit_code_is_ex_tempfail() -> None:
     assert EXIT_PREEMPTED == 75  # slurm/train.slurm requeues on it
+
+
+def test_sigterm_is_handled_like_usr1_and_the_stop_reports_the_grace_period(
+    restore_handlers: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLLAB_SIGTERM_GRACE_S", "45")
+    flag = PreemptionFlag()
+    flag.install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert "SIGTERM received: saving a checkpoint at the end of this step (about 45 s before SIGKILL)" in (
+        capsys.readouterr().out)
+    callback = PreemptionCallback(flag)
+    control = step_end(callback, 7)
+    assert (control.should_save, control.should_training_stop, callback.stopped_at) == (True, True, 7)
+    out = capsys.readouterr().out
+    assert "step 7: stopping on SIGTERM, 0 s after it arrived (grace period 45 s, COLLAB_SIGTERM_GRACE_S)" in out
+    assert "may be cut off" not in out
+
+
+def test_a_sigterm_stop_late_in_the_grace_period_warns_that_the_save_may_be_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLLAB_SIGTERM_GRACE_S", "30")
+    flag = PreemptionFlag()
+    flag.request(signal.SIGTERM)
+    assert flag.received_at is not None
+    flag.received_at -= 20  # the step in progress took 20 s of the 30 to end
+    note = flag.stop_note()
+    assert note.startswith("stopping on SIGTERM, 20 s after it arrived (grace period 30 s")
+    assert "--signal=B:USR1@SECONDS" in note

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from collab.config import Recipe, validate_recipe
+from collab.config import Recipe, load_recipe, validate_recipe
 from collab.errors import CollabError
 from collab.run_dir import open_run
 from collab.train import runner
@@ -131,3 +131,38 @@ def test_trainer_stage_without_data_from_is_refused(tmp_path: Path) -> None:
     r = validate_recipe({"name": "x", "output_dir": str(tmp_path), "stages": [{"kind": "sft"}]})
     with pytest.raises(CollabError, match="stage 'sft' \\(sft\\) has no data_from"):
         runner.run_trainer_stage(r, r.stages[0], tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_longer_recipe_of_the_lineage_trains_into_the_run_with_its_override(
+    tmp_path: Path, fake_kinds: list[tuple[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a Slurm job does after an earlier recipe of the lineage: `collab train LONGER.yaml --stage S --set ...`
+    # (not `collab resume`, whose resolved recipe has no stage S yet and would drop the override).
+    shorter = validate_recipe({"name": "lineage", "output_dir": str(tmp_path / "run"),
+                               "model": {"name": "tiny-random-smollm2"}, "stages": [{"kind": "data"}]})
+    runner.train(shorter)
+    longer_file = tmp_path / "longer.yaml"
+    longer_file.write_text(
+        f"name: lineage\noutput_dir: {tmp_path / 'run'}\nmodel: {{name: tiny-random-smollm2}}\n"
+        "stages:\n  - kind: data\n  - kind: eval\n    models: [base]\n")
+    longer = load_recipe(longer_file, ["stages.1.limit=7"])
+    runner.train(longer, stage="eval")
+    assert fake_kinds == [("data", "data"), ("eval", "eval")]
+    resolved = load_recipe(tmp_path / "run" / "recipe.resolved.yaml")
+    assert [s.label for s in resolved.stages] == ["data", "eval"]
+    assert resolved.stages[1].limit == 7
+
+
+def test_train_says_it_continues_a_stage_from_its_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, paths = prepared_dpo(tmp_path)
+    checkpoint = paths.checkpoints / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"w")
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 4}')
+    launched: list[str] = []
+    monkeypatch.setattr(runner, "run_stage", lambda recipe, stage, run_dir, out=None: launched.append(stage.label))
+    runner.train(r, stage="dpo")
+    assert launched == ["dpo"]
+    assert f"stage 'dpo' (dpo) continues from {checkpoint}" in capsys.readouterr().out
