@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from collab.errors import CollabError
+from collab.io import temp_file_beside
 from collab.tasks.record import Task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
@@ -81,8 +81,7 @@ def write_tasks_jsonl(path: str | os.PathLike[str], tasks: Iterable[Task]) -> Pa
         lines.append(json.dumps(record, ensure_ascii=False))
     if not lines:
         raise CollabError("no tasks to write", where=str(file), fix="pass at least one task.")
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+    fd, tmp = temp_file_beside(file, suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
             out.write("\n".join(lines) + "\n")

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from collab.config import Recipe, TrainerStage
 from collab.errors import CollabError
+from collab.io import temp_file_beside
 from collab.train.paths import StagePaths
 
 MODES = ("online", "offline", "disabled")
@@ -50,8 +50,7 @@ def ensure_run_id(paths: StagePaths) -> str:
     """
     path = paths.wandb_id
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".wandb_id.", dir=path.parent)
+        fd, tmp = temp_file_beside(path)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(4) + "\n")
