@@ -538,7 +538,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     except yaml.YAMLError as e:
         raise CollabError(f"{path} is not valid YAML: {e}", fix="correct the YAML syntax at that line.") from None
     if raw is None:
-        raw = {}
+        # An empty file is a mistake (a save that failed, the wrong path), never a wish for every default.
+        raise CollabError(f"recipe file {path} is empty", fix="write the recipe's sections into it (start from one "
+                          "of `collab recipes list`, e.g. recipes/quickstart.yaml).")
     if not isinstance(raw, dict):
         raise CollabError(f"{path} must hold a mapping of sections, not a {type(raw).__name__}",
                           fix="start the file with keys such as `name:`, `model:`, `stages:`.")

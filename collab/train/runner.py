@@ -61,6 +61,9 @@ def train(recipe: Recipe, *, stage: str | None = None, run_dir: Path | None = No
           out: IO[str] | None = None) -> Path:
     """`collab train RECIPE [--stage NAME]`: run the recipe's stages (or one) into its run directory."""
     run_dir = Path(run_dir or recipe.run_dir)
+    if not recipe.stages:
+        raise CollabError(f"recipe '{recipe.name}' has no stages, so there is nothing to train",
+                          fix="add a `stages:` list (e.g. `- kind: data`, then `- kind: sft` with `data_from: data`).")
     if stage is not None:
         recipe.stage(stage)  # a clear error for an unknown name, before anything is written
     open_run(recipe, run_dir)

@@ -238,9 +238,27 @@ CASES: list[Case] = [
     Case("eval-zero-runs", lambda t: (eval_args(t, "--runs", "0"), ["eval.runs", "at least 1"])),
     Case("eval-llm-simulator-without-model", lambda t: (
         eval_args(t, "--simulator", "llm"), ["--simulator llm needs --simulator-model"])),
+    Case("recipe-empty-file", lambda t: (
+        ["train", raw_file(t, "empty.yaml", "")], [str(t / "empty.yaml"), "is empty"])),
+    Case("recipe-only-comments", lambda t: (
+        ["data", raw_file(t, "empty.yaml", "# nothing yet\n")], [str(t / "empty.yaml"), "is empty"])),
+    Case("train-recipe-without-stages", lambda t: (
+        ["train", recipe_file(t, stages=[])], ["recipe 'bad' has no stages", "`stages:`"])),
     Case("recipes-validate-an-invalid-recipe", lambda t: (
         ["recipes", "validate", recipe_file(t, modle={})], ["1 of 1 recipes are invalid"])),
 ]
+
+
+def test_an_empty_recipe_creates_no_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.yaml").write_text("")
+
+    code = main(["train", "empty.yaml"])
+
+    assert code == 2
+    assert "empty.yaml is empty" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def error_message(err: str) -> str:
