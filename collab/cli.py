@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run a recipe's stages in order (skipping finished ones); see docs/training.md")
     _add_recipe_args(train)
     train.add_argument("--stage", default=None, help="run only this stage (its inputs must be finished)")
+    train.add_argument("--restart-from", default=None, metavar="STAGE",
+                       help="run this stage and the later ones again under the recipe's (changed) settings; their "
+                       "old folders are moved to RUN_DIR/replaced/")
     resume = sub.add_parser("resume", help="continue a run directory from its first unfinished stage's last checkpoint")
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run's output_dir (holds recipe.resolved.yaml)")
     resume.add_argument("--stage", default=None, help="resume only this stage")
@@ -245,7 +248,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collab.train import runner
 
         if args.command == "train":
-            run_dir = runner.train(_recipe(args), stage=args.stage)
+            run_dir = runner.train(_recipe(args), stage=args.stage, restart_from=args.restart_from)
         else:
             run_dir = runner.resume(args.run_dir, stage=args.stage)
         console.print(f"run directory: {run_dir}", markup=False, highlight=False)

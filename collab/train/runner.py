@@ -58,15 +58,16 @@ def _say(out: IO[str] | None, text: str) -> None:
 
 
 def train(recipe: Recipe, *, stage: str | None = None, run_dir: Path | None = None,
-          out: IO[str] | None = None) -> Path:
-    """`collab train RECIPE [--stage NAME]`: run the recipe's stages (or one) into its run directory."""
+          out: IO[str] | None = None, restart_from: str | None = None) -> Path:
+    """`collab train RECIPE [--stage NAME] [--restart-from NAME]`: run the recipe's stages (or one) into its run
+    directory; `restart_from` runs that stage and the later ones again (see `collab.run_dir.open_run`)."""
     run_dir = Path(run_dir or recipe.run_dir)
     if not recipe.stages:
         raise CollabError(f"recipe '{recipe.name}' has no stages, so there is nothing to train",
                           fix="add a `stages:` list (e.g. `- kind: data`, then `- kind: sft` with `data_from: data`).")
     if stage is not None:
         recipe.stage(stage)  # a clear error for an unknown name, before anything is written
-    open_run(recipe, run_dir)
+    open_run(recipe, run_dir, restart_from=restart_from)
     run_stages(recipe, run_dir, only=stage, out=out)
     return run_dir
 
