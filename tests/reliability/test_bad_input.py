@@ -58,6 +58,13 @@ def run_dir_with_resolved_recipe(tmp: Path, started: tuple[str, ...] = ()) -> Pa
     return run
 
 
+def finished_run(tmp: Path) -> Path:
+    """A run directory whose only stage, data, has finished."""
+    run = run_dir_with_resolved_recipe(tmp, started=("data",))
+    (run / "data" / "DONE").write_text("{}")
+    return run
+
+
 def finished_data_stage(tmp: Path, **trainer_stage: Any) -> str:
     """A recipe with a data stage that has finished (DONE) and an sft stage after it."""
     (tmp / "run" / "data").mkdir(parents=True)
@@ -214,6 +221,11 @@ CASES: list[Case] = [
         ["train", recipe_file(t, model={"name": "smollm2-135m-instruct"})] if run_dir_with_resolved_recipe(
             t, started=("data",)) else [],
         [str(t / "run"), "model.name", "'tiny-random-smollm2' -> 'smollm2-135m-instruct'"])),
+    Case("train-rerun-changes-a-finished-stage", lambda t: (
+        ["train", recipe_file(t), "--set", "tasks.limit=3"] if finished_run(t) else [],
+        [str(t / "run"), "finished stages ['data']", "tasks.limit (2 -> 3)", "--restart-from data"])),
+    Case("train-restart-from-unknown-stage", lambda t: (
+        ["train", recipe_file(t), "--restart-from", "dat"], ["--restart-from", "no stage named 'dat'", "['data']"])),
     Case("data-store-with-a-corrupt-line", lambda t: (
         ["data", recipe_file(t), "--tasks", tasks_file(t, task_line() + "\n")],
         [file_in(t / "run/data/store", "shard-0000-of-0001.jsonl", '{"conv_id": "t1", "turn": 0}\ngarbage\n'),
