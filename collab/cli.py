@@ -137,15 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from collab.interrupt import EXIT_INTERRUPTED, Interrupted
+
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
     except CollabError as e:
         print(f"collab: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Interrupted as e:
+        print(f"collab: {e}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("collab: interrupted; everything already computed is saved.", file=sys.stderr)
-        return 130
+        print(f"collab: interrupted. {_RESUME_HINT.get(args.command, '')}".rstrip(), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+# What a command interrupted outside a stage of `collab train` keeps, and how to continue it.
+_RESUME_HINT = {
+    "data": "The scored turns are saved in the stage's store/; run the same command again to continue.",
+    "eval": "Finished conversations are saved in --out; run the same command again to continue.",
+    "train": "Continue with `collab resume RUN_DIR`.",
+    "resume": "Continue with `collab resume RUN_DIR`.",
+}
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -217,7 +231,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             recipe = _recipe(args)
             run_dir = recipe.run_dir
             open_run(recipe, run_dir)
-            out = run_data_stage(recipe, data_stage_of(recipe, args.stage), run_dir, Shard.parse(args.shard))
+            stage = data_stage_of(recipe, args.stage)
+            try:
+                out = run_data_stage(recipe, stage, run_dir, Shard.parse(args.shard))
+            except KeyboardInterrupt:
+                from collab.interrupt import Interrupted, saved_state
+
+                raise Interrupted(f"interrupted during data stage '{stage.label}': "
+                                  f"{saved_state(run_dir, stage.label, 'data')}. Run the same command again to "
+                                  "continue.") from None
         console.print(f"data stage output: {out}")
         return 0
     if args.command == "simulate":

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from collab.config import Recipe, StageBase, TrainerStage
 from collab.errors import CollabError
+from collab.interrupt import stage_interrupted
 from collab.io import atomic_write_json
 from collab.train.checkpoints import last_complete_checkpoint
 from collab.run_dir import load_run, open_run
@@ -104,7 +105,10 @@ def run_stages(recipe: Recipe, run_dir: Path, *, only: str | None = None, out: I
         _check_inputs_done(stage, run_dir)
         _say(out, f"stage '{stage.label}' ({stage.kind}) starts")  # type: ignore[attr-defined]
         started = time.monotonic()
-        run_stage(recipe, stage, run_dir, out=out)
+        try:
+            run_stage(recipe, stage, run_dir, out=out)
+        except KeyboardInterrupt:
+            raise stage_interrupted(run_dir, stage.label, stage.kind) from None  # type: ignore[attr-defined]
         _say(out, f"stage '{stage.label}' done in {time.monotonic() - started:.0f} s")
 
 
