@@ -203,6 +203,12 @@ CASES: list[Case] = [
     Case("tasks-facts-as-one-string", lambda t: (
         data_with_tasks(t, task_line(facts="It is in France.") + "\n"),
         [str(t / "tasks.jsonl"), "line 1", "field 'facts'"])),
+    Case("tasks-facts-without-needs-clarification", lambda t: (
+        data_with_tasks(t, task_line(facts=["It is in France."]) + "\n"),
+        [str(t / "tasks.jsonl"), "line 1", "field 'needs_clarification'", "facts"])),
+    Case("tasks-needs-clarification-without-facts", lambda t: (
+        data_with_tasks(t, task_line(needs_clarification=True) + "\n"),
+        [str(t / "tasks.jsonl"), "line 1", "field 'facts'", "clarification_override"])),
     Case("tasks-file-missing", lambda t: (
         ["data", recipe_file(t), "--tasks", str(t / "missing.jsonl")], [str(t / "missing.jsonl"), "does not exist"])),
     Case("tasks-unknown-set-name", lambda t: (
