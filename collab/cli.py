@@ -17,11 +17,20 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="task set: a registered name or a JSONL file of task records (same as --set tasks.name=...)")
 
 
+def _add_preflight_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-preflight", dest="preflight", action="store_false",
+                   help="skip the checks of endpoint variables and packages (task files are still loaded); for "
+                   "when the compute nodes' environment differs from this machine's")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return list(args.overrides) + ([f"tasks.name={args.tasks}"] if getattr(args, "tasks", None) else [])
+
+
 def _recipe(args: argparse.Namespace):  # noqa: ANN202 - keeps config imports lazy
     from collab.config import load_recipe
 
-    overrides = list(args.overrides) + ([f"tasks.name={args.tasks}"] if getattr(args, "tasks", None) else [])
-    return load_recipe(args.recipe, overrides)
+    return load_recipe(args.recipe, _overrides(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     recipes = sub.add_parser("recipes", help="list or validate recipes")
     rsub = recipes.add_subparsers(dest="action", required=True, metavar="ACTION")
     rsub.add_parser("list", help="list the shipped recipes")
-    validate = rsub.add_parser("validate", help="validate recipe files (all shipped ones when none are given)")
+    validate = rsub.add_parser(
+        "validate", help="validate recipe files and run the pre-flight checks (task files, endpoint variables, "
+        "packages); without paths, only the schema of every shipped recipe")
     validate.add_argument("paths", nargs="*")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--tasks", default=None, metavar="NAME|PATH.jsonl", help="task set name or JSONL file")
+    _add_preflight_arg(validate)
     show = rsub.add_parser("show", help="print a recipe fully resolved (defaults and overrides applied)")
     _add_recipe_args(show)
 
@@ -113,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--sbatch-arg", dest="sbatch_args", action="append", default=[], metavar="OPTION",
                        help="extra sbatch option, e.g. --sbatch-arg=--account=myproj (repeatable)")
     slurm.add_argument("--dry-run", action="store_true", help="print the sbatch commands instead of submitting")
+    _add_preflight_arg(slurm)
     # --- end launch ---
     # --- train (collab.train) ---
     train = sub.add_parser("train", help="run a recipe's stages in order (skipping finished ones); see docs/training.md")
@@ -132,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "without running them")
     _add_recipe_args(plan)
     add_plan_arguments(plan)
+    _add_preflight_arg(plan)
     # --- end plan ---
     return parser
 
@@ -177,15 +192,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.action == "show":
             console.print(config.dump_recipe(_recipe(args)), markup=False)
             return 0
+        from collab import preflight
+
         paths = [Path(p) for p in args.paths] or sorted(config.recipes_root().rglob("*.yaml"))
         failures = 0
         for path in paths:
             try:
-                config.load_recipe(path, args.overrides)
+                recipe = config.load_recipe(path, _overrides(args))
+                if args.paths:  # the shipped recipes are templates: their endpoints and task sets are the user's
+                    preflight.check(recipe, str(path), environment=args.preflight)
                 console.print(f"[green]ok[/green]   {path}")
             except CollabError as e:
                 failures += 1
-                console.print(f"[red]FAIL[/red] {e}", markup=True, highlight=False)
+                console.print("[red]FAIL[/red] ", end="")
+                console.print(str(e), markup=False, highlight=False, soft_wrap=True)
         if failures:
             raise CollabError(f"{failures} of {len(paths)} recipes are invalid (see above)")
         return 0
@@ -261,8 +281,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             cpus_per_task=args.cpus_per_task, stage=args.stage, shards=args.shards, signal_s=args.signal_s,
             port=args.port, vllm_tp=args.vllm_tp, sbatch_args=tuple(args.sbatch_args),
         )
-        overrides = list(args.overrides) + ([f"tasks.name={args.tasks}"] if args.tasks else [])
-        launch_slurm(args.recipe, overrides, options, dry_run=args.dry_run, echo=print)
+        _launch_preflight(args)
+        launch_slurm(args.recipe, _overrides(args), options, dry_run=args.dry_run, echo=print)
         return 0
     # --- end launch ---
     # --- train (collab.train) ---
@@ -283,11 +303,40 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collab.plan.render import render
 
         tokens, throughput = assumptions_from_args(args)
-        render(plan_recipe(_recipe(args), stage=args.stage, tokens=tokens, throughput=throughput,
+        recipe = _recipe(args)
+        _plan_preflight(args, recipe)
+        render(plan_recipe(recipe, stage=args.stage, tokens=tokens, throughput=throughput,
                            tasks=TaskCounts(train=args.tasks_count, eval=args.eval_tasks_count)), console)
         return 0
     # --- end plan ---
     raise AssertionError(args.command)
+
+
+def _launch_preflight(args: argparse.Namespace) -> None:
+    """Check the stages about to be submitted (the unfinished ones, or --stage) before sbatch."""
+    from collab import preflight
+    from collab.train.paths import StagePaths
+
+    recipe = _recipe(args)
+    if args.stage is not None:
+        recipe.stage(args.stage)  # an unknown name lists the valid ones
+    stages = [args.stage] if args.stage else [s.label for s in recipe.stages
+                                              if not StagePaths(recipe.run_dir, s.label).is_done()]
+    preflight.check(recipe, args.recipe, stages, environment=args.preflight)
+
+
+def _plan_preflight(args: argparse.Namespace, recipe) -> None:  # noqa: ANN001 - keeps config imports lazy
+    """A plan needs the task sets (it counts them); the endpoints and packages only warn, because a plan is how
+    one prices a run before setting them up."""
+    from collab import preflight
+
+    stages = [args.stage] if args.stage else None
+    if args.stage is not None:
+        recipe.stage(args.stage)
+    preflight.check(recipe, args.recipe, stages, environment=False)
+    problems = preflight.environment_problems(recipe, stages) if args.preflight else []
+    if problems:
+        print("collab: warning: " + preflight.report(problems, args.recipe).rstrip(), file=sys.stderr)
 
 
 # --- eval (collab.evaluate) ---

@@ -262,6 +262,19 @@ CASES: list[Case] = [
         ["data", raw_file(t, "empty.yaml", "# nothing yet\n")], [str(t / "empty.yaml"), "is empty"])),
     Case("train-recipe-without-stages", lambda t: (
         ["train", recipe_file(t, stages=[])], ["recipe 'bad' has no stages", "`stages:`"])),
+    Case("launch-dry-run-with-a-missing-task-file", lambda t: (
+        ["launch", "slurm", recipe_file(t), "--tasks", str(t / "missing.jsonl"), "--nodes", "1", "--gpus-per-node",
+         "1", "--dry-run"], ["pre-flight found 1 problem", str(t / "missing.jsonl"), "does not exist"])),
+    Case("launch-with-an-unset-endpoint-variable", lambda t: (
+        ["launch", "slurm", recipe_file(t, simulator={"kind": "llm", "backend": {
+            "kind": "openai", "model": "m", "base_url_env": "COLLAB_TEST_UNSET_URL"}}), "--nodes", "1",
+         "--gpus-per-node", "1", "--dry-run"],
+        ["simulator.backend.base_url_env", "COLLAB_TEST_UNSET_URL is not set", "export COLLAB_TEST_UNSET_URL"])),
+    Case("plan-with-a-malformed-task-file", lambda t: (
+        ["plan", recipe_file(t), "--tasks", tasks_file(t, "{oops\n")], ["pre-flight", "tasks.jsonl, line 1"])),
+    Case("recipes-validate-with-a-malformed-task-file", lambda t: (
+        ["recipes", "validate", recipe_file(t), "--tasks", tasks_file(t, task_line(kind="poetry") + "\n")],
+        ["1 of 1 recipes are invalid"])),
     Case("recipes-validate-an-invalid-recipe", lambda t: (
         ["recipes", "validate", recipe_file(t, modle={})], ["1 of 1 recipes are invalid"])),
 ]
