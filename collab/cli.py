@@ -299,14 +299,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     # --- plan (collab.plan) ---
     if args.command == "plan":
         from collab.plan import TaskCounts, plan_recipe
-        from collab.plan.options import assumptions_from_args
+        from collab.plan.options import assumptions_from_args, is_cpu_recipe
         from collab.plan.render import render
 
         tokens, throughput = assumptions_from_args(args)
         recipe = _recipe(args)
         _plan_preflight(args, recipe)
         render(plan_recipe(recipe, stage=args.stage, tokens=tokens, throughput=throughput,
-                           tasks=TaskCounts(train=args.tasks_count, eval=args.eval_tasks_count)), console)
+                           tasks=TaskCounts(train=args.tasks_count, eval=args.eval_tasks_count)), console,
+               cpu=is_cpu_recipe(recipe) and args.assume_gpus is None)
         return 0
     # --- end plan ---
     raise AssertionError(args.command)
