@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     ev.add_argument("--mr", action="store_true",
                     help="also report mr, the conversation-level R* (default reward settings)")
-    ev.add_argument("--wandb", choices=["disabled", "offline", "online"], default="disabled")
+    ev.add_argument("--wandb", choices=["disabled", "offline", "online"], default=None,
+                    help="W&B mode (default: WANDB_MODE when set, else disabled)")
     ev.add_argument("--out", required=True, help="output folder (rerunning into it resumes)")
     # --- end eval ---
 
@@ -346,17 +347,43 @@ from rich.console import Console  # noqa: E402  (the type of _dispatch's console
 
 def _eval_command(args: argparse.Namespace, console: Console) -> int:
     from collab.backends.cache import RequestCache
-    from collab.config import RewardConfig, TrackingConfig
-    from collab.evaluate.report import render_markdown
-    from collab.evaluate.runner import EvalSettings, evaluate, load_backend, resolve_system_prompt
-    from collab.simulators.registry import make_simulator
+    from collab.train.tracking import effective_mode
 
+    wandb = args.wandb or effective_mode("disabled")
     if args.simulator == "llm" and not args.simulator_model:
         raise CollabError("--simulator llm needs --simulator-model (the model that plays the user)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CollabError(f"--out {out} is a file, not a folder", fix="give a folder (it is created when missing).")
+    created = not out.exists()
     cache = RequestCache(out / "cache.sqlite")
+    try:
+        return _run_eval(args, console, out, cache, wandb)
+    except Exception:
+        cache.close()
+        _remove_if_worthless(out, created)
+        raise
+
+
+def _remove_if_worthless(out: Path, created: bool) -> None:
+    """A failed evaluation leaves no folder behind that it created and filled with nothing of value (a cache of
+    requests that never produced a conversation); a folder that existed, or holds conversations, is kept."""
+    import shutil
+
+    if not created or not out.is_dir():
+        return
+    conversations = out / "conversations.jsonl"
+    if (out / "results.json").exists() or (conversations.is_file() and conversations.stat().st_size > 0):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _run_eval(args: argparse.Namespace, console: Console, out: Path, cache, wandb: str) -> int:  # noqa: ANN001
+    from collab.config import RewardConfig, TrackingConfig
+    from collab.evaluate.report import render_markdown
+    from collab.evaluate.runner import EvalSettings, evaluate, load_backend, resolve_system_prompt
+    from collab.simulators.registry import make_simulator
+
     sim_backend = load_backend(args.simulator_model, cache=cache) if args.simulator == "llm" else None
     simulator = make_simulator(args.simulator, backend=sim_backend, max_turns=args.max_turns)
     settings = EvalSettings(
@@ -370,7 +397,7 @@ def _eval_command(args: argparse.Namespace, console: Console) -> int:
     results = evaluate(
         args.models, settings, out, simulator=simulator,
         loader=lambda ref: load_backend(ref.spec, cache=cache),
-        tracking=TrackingConfig(wandb=args.wandb) if args.wandb != "disabled" else None,
+        tracking=TrackingConfig(wandb=wandb) if wandb != "disabled" else None,
         run_name=f"eval-{out.name}",
         echo=lambda line: console.print(line, markup=False, highlight=False),
     )

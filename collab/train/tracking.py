@@ -31,11 +31,16 @@ SAMPLE_ROWS = 16
 
 def wandb_mode(recipe: Recipe, environ: dict[str, str] | None = None) -> str:
     """The effective mode: WANDB_MODE when set (`dryrun` counts as offline), else the recipe's."""
+    return effective_mode(recipe.tracking.wandb, environ)
+
+
+def effective_mode(configured: str, environ: dict[str, str] | None = None) -> str:
+    """WANDB_MODE when it names a mode (`dryrun` counts as offline), else `configured`."""
     env = os.environ if environ is None else environ
     mode = (env.get("WANDB_MODE") or "").strip().lower()
     if mode == "dryrun":
         mode = "offline"
-    return mode if mode in MODES else recipe.tracking.wandb
+    return mode if mode in MODES else configured
 
 
 def tracking_enabled(recipe: Recipe, environ: dict[str, str] | None = None) -> bool:
