@@ -359,7 +359,10 @@ class Recipe(Section):
         for s in self.stages:
             if s.label == label:
                 return s
-        raise CollabError(f"no stage named '{label}'", fix=f"use one of {[s.label for s in self.stages]}.")
+        labels = [s.label for s in self.stages]
+        close = difflib.get_close_matches(label, labels, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise CollabError(f"no stage named '{label}'", fix=f"{hint}use one of {labels}.")
 
     @property
     def run_dir(self) -> Path:

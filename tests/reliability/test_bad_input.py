@@ -173,7 +173,14 @@ CASES: list[Case] = [
     Case("shard-not-i-of-n", lambda t: (["data", recipe_file(t), "--shard", "a/b"], ["--shard 'a/b'", "i/n"])),
     Case("shard-count-zero", lambda t: (["data", recipe_file(t), "--shard", "0/0"], ["--shard 0/0"])),
     Case("data-unknown-stage-name", lambda t: (
-        ["data", recipe_file(t), "--stage", "nope"], ["no data stage named 'nope'"])),
+        ["data", recipe_file(t), "--stage", "nope"], ["no data stage named 'nope'", "['data']"])),
+    Case("train-stage-name-typo", lambda t: (
+        ["train", recipe_file(t), "--stage", "dta"], ["no stage named 'dta'", "did you mean 'data'", "['data']"])),
+    Case("plan-unknown-stage-name", lambda t: (
+        ["plan", recipe_file(t), "--stage", "nope"], ["no stage named 'nope'", "['data']"])),
+    Case("launch-unknown-stage-name", lambda t: (
+        ["launch", "slurm", recipe_file(t), "--nodes", "1", "--gpus-per-node", "0", "--stage", "nope", "--dry-run"],
+        ["no stage named 'nope'", "['data']"])),
     Case("train-unknown-stage-name", lambda t: (
         ["train", recipe_file(t), "--stage", "nope"], ["no stage named 'nope'", "['data']"])),
     Case("resume-unknown-stage-name", lambda t: (
