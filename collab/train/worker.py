@@ -22,6 +22,7 @@ from collab.train.checkpoints import last_complete_checkpoint, remove_partial_ch
 from collab.train.common import build_model, has_gpu, make_config, save_final, trainer_arguments
 from collab.train.paths import StagePaths
 from collab.train.preemption import PreemptionFlag
+from collab.train.tied_weights import explain_tied_weights
 from collab.train.tracking import finish_run, start_run, tracking_enabled
 
 TRAINER_KINDS = ("sft", "dpo", "online_dpo", "grpo", "rloo")
@@ -96,6 +97,7 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
     setup = build_model(recipe, stage, run_dir, needs_reference=stage.kind == "dpo")
     callback = PreemptionCallback(flag)
     trainer = build_trainer(setup, config, data, args, [callback])
+    explain_tied_weights(trainer.model)
 
     run = None
     if tracking and state.is_main_process:
