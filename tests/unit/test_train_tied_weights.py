@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,7 +12,7 @@ from collab.train.tied_weights import TRAINER_LOGGER, explain_tied_weights
 
 
 @pytest.fixture
-def trainer_logger() -> logging.Logger:
+def trainer_logger() -> Iterator[logging.Logger]:
     logger = logging.getLogger(TRAINER_LOGGER)
     before = list(logger.filters)
     yield logger
