@@ -18,7 +18,7 @@ from collab.config import Recipe, TrainerStage
 from collab.errors import CollabError
 from collab.io import atomic_write_json
 from collab.train.callbacks import PreemptionCallback
-from collab.train.checkpoints import last_complete_checkpoint, remove_partial_checkpoints
+from collab.train.checkpoints import last_complete_checkpoint, prune_finished, remove_partial_checkpoints
 from collab.train.common import build_model, has_gpu, make_config, save_final, trainer_arguments
 from collab.train.paths import StagePaths
 from collab.train.preemption import PreemptionFlag
@@ -125,6 +125,10 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
         final = save_final(trainer, paths, is_main=state.is_main_process)
         if state.is_main_process:
             paths.mark_done(global_step=step, final=str(final), source=setup.source)
+            removed = prune_finished(paths.checkpoints, final, stage.keep_checkpoints)
+            if removed:
+                print(f"collab: stage '{stage.label}' finished: removed {len(removed)} checkpoints "
+                      f"(keep_checkpoints: {stage.keep_checkpoints})", flush=True)
         state.wait_for_everyone()
         return StageOutcome(step, max_steps, False, last_complete_checkpoint(paths.checkpoints), final)
     finally:
