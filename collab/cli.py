@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--task-index", type=int, default=0)
     simulate.add_argument("--candidates", type=int, default=4)
     simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--show-rollouts", action="store_true",
+                          help="print the future turns (every rollout) behind each candidate's MR")
 
     # --- eval (collab.evaluate) ---
     ev = sub.add_parser("eval", help="evaluate models in simulated conversations; report metrics with bootstrap CIs")
@@ -267,7 +269,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collab.simulate import render, simulate
 
         recipe = _recipe(args)
-        render(simulate(recipe, task_index=args.task_index, candidates=args.candidates, seed=args.seed), console)
+        progress = Console(stderr=True)
+        report = simulate(recipe, task_index=args.task_index, candidates=args.candidates, seed=args.seed,
+                          console=progress)
+        render(report, console, show_rollouts=args.show_rollouts)
         return 0
     # --- eval (collab.evaluate) ---
     if args.command == "eval":
