@@ -340,7 +340,8 @@ def _plan_preflight(args: argparse.Namespace, recipe) -> None:  # noqa: ANN001 -
     stages = [args.stage] if args.stage else None
     if args.stage is not None:
         recipe.stage(args.stage)
-    preflight.check(recipe, args.recipe, stages, environment=False)
+    # Registered sets are counted by the planner itself (or given by tasks.limit): a hub set needs no download here.
+    preflight.check(recipe, args.recipe, stages, environment=False, files_only=True)
     problems = preflight.environment_problems(recipe, stages) if args.preflight else []
     if problems:
         print("collab: warning: " + preflight.report(problems, args.recipe).rstrip(), file=sys.stderr)

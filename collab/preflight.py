@@ -113,21 +113,29 @@ def trainer_problems(index: int, stage: TrainerStage) -> list[Problem]:
     return problems
 
 
-def task_problems(recipe: Recipe, stages: Iterable[StageBase]) -> list[Problem]:
-    """Load every task set the stages read; a registered set is built, a file is parsed."""
-    from collab.tasks.registry import load_task_set
+def task_problems(recipe: Recipe, stages: Iterable[StageBase], *, files_only: bool = False) -> list[Problem]:
+    """Load every task set the stages read: a file is parsed, a registered set is built (unless `files_only`: a
+    hub set may need the network)."""
+    from collab.tasks.registry import _looks_like_path, load_task_set
 
     wanted: dict[tuple[str, str], str] = {}
+
+    def want(name: str, split: str, key: str) -> None:
+        # A file is the whole set whatever the split: load (and report) it once.
+        wanted.setdefault((name, "" if _looks_like_path(name) else split), key)
+
     for stage in stages:
         if isinstance(stage, EvalStage):
-            wanted.setdefault((stage.tasks or recipe.tasks.name, stage.split or recipe.tasks.eval_split),
-                              f"stages (eval stage '{stage.label}')")
+            want(stage.tasks or recipe.tasks.name, stage.split or recipe.tasks.eval_split,
+                 f"stages (eval stage '{stage.label}')")
         elif isinstance(stage, (DataStage, TrainerStage)) and stage.kind in GENERATING_KINDS:
-            wanted.setdefault((recipe.tasks.name, recipe.tasks.split), "tasks")
+            want(recipe.tasks.name, recipe.tasks.split, "tasks")
     problems = []
     for (name, split), key in wanted.items():
+        if files_only and not _looks_like_path(name):
+            continue
         try:
-            load_task_set(name, split=split, limit=recipe.tasks.limit, seed=recipe.tasks.seed)
+            load_task_set(name, split=split or recipe.tasks.split, limit=recipe.tasks.limit, seed=recipe.tasks.seed)
         except CollabError as e:
             text = str(e)
             message, _, fix = text.partition(" Fix: ")
@@ -156,10 +164,10 @@ def _chosen(recipe: Recipe, stages: list[str] | None) -> list[tuple[int, StageBa
 
 
 def preflight(recipe: Recipe, stages: list[str] | None = None, *, environ: dict[str, str] | None = None,
-              environment: bool = True) -> list[Problem]:
+              environment: bool = True, files_only: bool = False) -> list[Problem]:
     """Everything that would stop `stages` (labels; default all) of `recipe`: the task sets always, and with
     `environment` the endpoint variables and importable packages."""
-    problems = task_problems(recipe, [s for _, s in _chosen(recipe, stages)])
+    problems = task_problems(recipe, [s for _, s in _chosen(recipe, stages)], files_only=files_only)
     return problems + (environment_problems(recipe, stages, environ=environ) if environment else [])
 
 
@@ -169,9 +177,10 @@ def report(problems: list[Problem], source: str) -> str:
             f"the run:\n\n{body}\n")
 
 
-def check(recipe: Recipe, source: str, stages: list[str] | None = None, *, environment: bool = True) -> None:
+def check(recipe: Recipe, source: str, stages: list[str] | None = None, *, environment: bool = True,
+          files_only: bool = False) -> None:
     """Raise one CollabError listing every pre-flight problem (one paragraph each), or return."""
-    problems = preflight(recipe, stages, environment=environment)
+    problems = preflight(recipe, stages, environment=environment, files_only=files_only)
     if problems:
         raise CollabError(report(problems, source),
                           fix="correct them and run the command again (--no-preflight skips the environment checks, "

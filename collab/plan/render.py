@@ -112,8 +112,8 @@ def assumptions_text(plan: RecipePlan, cpu: bool = False) -> str:
     return "assumptions (override with --NAME VALUE): " + ", ".join(parts)
 
 
-CPU_NOTE = ("a CPU recipe (every trainer stage uses the cpu accelerate config, no vLLM): GPU-hours and wall-clock "
-            "hours are left out, because the throughput assumptions describe GPUs; pass --gpus N to plan it on GPUs")
+CPU_NOTE = ("a CPU recipe (every trainer stage uses the cpu accelerate config, no vLLM): hours are not estimated, "
+            "because the throughput assumptions describe GPUs; pass --gpus N to plan it on GPUs")
 
 
 def render(plan: RecipePlan, console: Console, *, cpu: bool = False) -> None:
