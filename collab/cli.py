@@ -17,11 +17,20 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="task set: a registered name or a JSONL file of task records (same as --set tasks.name=...)")
 
 
+def _add_preflight_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-preflight", dest="preflight", action="store_false",
+                   help="skip the checks of endpoint variables and packages (task files are still loaded); for "
+                   "when the compute nodes' environment differs from this machine's")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return list(args.overrides) + ([f"tasks.name={args.tasks}"] if getattr(args, "tasks", None) else [])
+
+
 def _recipe(args: argparse.Namespace):  # noqa: ANN202 - keeps config imports lazy
     from collab.config import load_recipe
 
-    overrides = list(args.overrides) + ([f"tasks.name={args.tasks}"] if getattr(args, "tasks", None) else [])
-    return load_recipe(args.recipe, overrides)
+    return load_recipe(args.recipe, _overrides(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     recipes = sub.add_parser("recipes", help="list or validate recipes")
     rsub = recipes.add_subparsers(dest="action", required=True, metavar="ACTION")
     rsub.add_parser("list", help="list the shipped recipes")
-    validate = rsub.add_parser("validate", help="validate recipe files (all shipped ones when none are given)")
+    validate = rsub.add_parser(
+        "validate", help="validate recipe files and run the pre-flight checks (task files, endpoint variables, "
+        "packages); without paths, only the schema of every shipped recipe")
     validate.add_argument("paths", nargs="*")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--tasks", default=None, metavar="NAME|PATH.jsonl", help="task set name or JSONL file")
+    _add_preflight_arg(validate)
     show = rsub.add_parser("show", help="print a recipe fully resolved (defaults and overrides applied)")
     _add_recipe_args(show)
 
@@ -67,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--task-index", type=int, default=0)
     simulate.add_argument("--candidates", type=int, default=4)
     simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--show-rollouts", action="store_true",
+                          help="print the future turns (every rollout) behind each candidate's MR")
 
     # --- eval (collab.evaluate) ---
     ev = sub.add_parser("eval", help="evaluate models in simulated conversations; report metrics with bootstrap CIs")
@@ -90,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     ev.add_argument("--mr", action="store_true",
                     help="also report mr, the conversation-level R* (default reward settings)")
-    ev.add_argument("--wandb", choices=["disabled", "offline", "online"], default="disabled")
+    ev.add_argument("--wandb", choices=["disabled", "offline", "online"], default=None,
+                    help="W&B mode (default: WANDB_MODE when set, else disabled)")
     ev.add_argument("--out", required=True, help="output folder (rerunning into it resumes)")
     # --- end eval ---
 
@@ -116,11 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--sbatch-arg", dest="sbatch_args", action="append", default=[], metavar="OPTION",
                        help="extra sbatch option, e.g. --sbatch-arg=--account=myproj (repeatable)")
     slurm.add_argument("--dry-run", action="store_true", help="print the sbatch commands instead of submitting")
+    _add_preflight_arg(slurm)
     # --- end launch ---
     # --- train (collab.train) ---
     train = sub.add_parser("train", help="run a recipe's stages in order (skipping finished ones); see docs/training.md")
     _add_recipe_args(train)
     train.add_argument("--stage", default=None, help="run only this stage (its inputs must be finished)")
+    train.add_argument("--restart-from", default=None, metavar="STAGE",
+                       help="run this stage and the later ones again under the recipe's (changed) settings; their "
+                       "old folders are moved to RUN_DIR/replaced/")
     resume = sub.add_parser("resume", help="continue a run directory from its first unfinished stage's last checkpoint")
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run's output_dir (holds recipe.resolved.yaml)")
     resume.add_argument("--stage", default=None, help="resume only this stage")
@@ -132,20 +152,35 @@ def build_parser() -> argparse.ArgumentParser:
                           "without running them")
     _add_recipe_args(plan)
     add_plan_arguments(plan)
+    _add_preflight_arg(plan)
     # --- end plan ---
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from collab.interrupt import EXIT_INTERRUPTED, Interrupted
+
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
     except CollabError as e:
         print(f"collab: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Interrupted as e:
+        print(f"collab: {e}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("collab: interrupted; everything already computed is saved.", file=sys.stderr)
-        return 130
+        print(f"collab: interrupted. {_RESUME_HINT.get(args.command, '')}".rstrip(), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+# What a command interrupted outside a stage of `collab train` keeps, and how to continue it.
+_RESUME_HINT = {
+    "data": "The scored turns are saved in the stage's store/; run the same command again to continue.",
+    "eval": "Finished conversations are saved in --out; run the same command again to continue.",
+    "train": "Continue with `collab resume RUN_DIR`.",
+    "resume": "Continue with `collab resume RUN_DIR`.",
+}
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -163,15 +198,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.action == "show":
             console.print(config.dump_recipe(_recipe(args)), markup=False)
             return 0
+        from collab import preflight
+
         paths = [Path(p) for p in args.paths] or sorted(config.recipes_root().rglob("*.yaml"))
         failures = 0
         for path in paths:
             try:
-                config.load_recipe(path, args.overrides)
+                recipe = config.load_recipe(path, _overrides(args))
+                if args.paths:  # the shipped recipes are templates: their endpoints and task sets are the user's
+                    preflight.check(recipe, str(path), environment=args.preflight)
                 console.print(f"[green]ok[/green]   {path}")
             except CollabError as e:
                 failures += 1
-                console.print(f"[red]FAIL[/red] {e}", markup=True, highlight=False)
+                console.print("[red]FAIL[/red] ", end="")
+                console.print(str(e), markup=False, highlight=False, soft_wrap=True)
         if failures:
             raise CollabError(f"{failures} of {len(paths)} recipes are invalid (see above)")
         return 0
@@ -219,14 +259,25 @@ def _dispatch(args: argparse.Namespace) -> int:
             recipe = _recipe(args)
             run_dir = recipe.run_dir
             open_run(recipe, run_dir)
-            out = run_data_stage(recipe, data_stage_of(recipe, args.stage), run_dir, Shard.parse(args.shard))
+            stage = data_stage_of(recipe, args.stage)
+            try:
+                out = run_data_stage(recipe, stage, run_dir, Shard.parse(args.shard))
+            except KeyboardInterrupt:
+                from collab.interrupt import Interrupted, saved_state
+
+                raise Interrupted(f"interrupted during data stage '{stage.label}': "
+                                  f"{saved_state(run_dir, stage.label, 'data')}. Run the same command again to "
+                                  "continue.") from None
         console.print(f"data stage output: {out}")
         return 0
     if args.command == "simulate":
         from collab.simulate import render, simulate
 
         recipe = _recipe(args)
-        render(simulate(recipe, task_index=args.task_index, candidates=args.candidates, seed=args.seed), console)
+        progress = Console(stderr=True)
+        report = simulate(recipe, task_index=args.task_index, candidates=args.candidates, seed=args.seed,
+                          console=progress)
+        render(report, console, show_rollouts=args.show_rollouts)
         return 0
     # --- eval (collab.evaluate) ---
     if args.command == "eval":
@@ -242,8 +293,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             port=args.port, vllm_tp=args.vllm_tp, scale_batch=args.scale_batch,
             sbatch_args=tuple(args.sbatch_args),
         )
-        overrides = list(args.overrides) + ([f"tasks.name={args.tasks}"] if args.tasks else [])
-        launch_slurm(args.recipe, overrides, options, dry_run=args.dry_run, echo=print)
+        _launch_preflight(args)
+        launch_slurm(args.recipe, _overrides(args), options, dry_run=args.dry_run, echo=print)
         return 0
     # --- end launch ---
     # --- train (collab.train) ---
@@ -251,7 +302,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collab.train import runner
 
         if args.command == "train":
-            run_dir = runner.train(_recipe(args), stage=args.stage)
+            run_dir = runner.train(_recipe(args), stage=args.stage, restart_from=args.restart_from)
         else:
             run_dir = runner.resume(args.run_dir, stage=args.stage)
         console.print(f"run directory: {run_dir}", markup=False, highlight=False)
@@ -260,15 +311,46 @@ def _dispatch(args: argparse.Namespace) -> int:
     # --- plan (collab.plan) ---
     if args.command == "plan":
         from collab.plan import TaskCounts, plan_recipe
-        from collab.plan.options import assumptions_from_args
+        from collab.plan.options import assumptions_from_args, is_cpu_recipe
         from collab.plan.render import render
 
         tokens, throughput = assumptions_from_args(args)
-        render(plan_recipe(_recipe(args), stage=args.stage, tokens=tokens, throughput=throughput,
-                           tasks=TaskCounts(train=args.tasks_count, eval=args.eval_tasks_count)), console)
+        recipe = _recipe(args)
+        _plan_preflight(args, recipe)
+        render(plan_recipe(recipe, stage=args.stage, tokens=tokens, throughput=throughput,
+                           tasks=TaskCounts(train=args.tasks_count, eval=args.eval_tasks_count)), console,
+               cpu=is_cpu_recipe(recipe) and args.assume_gpus is None)
         return 0
     # --- end plan ---
     raise AssertionError(args.command)
+
+
+def _launch_preflight(args: argparse.Namespace) -> None:
+    """Check the stages about to be submitted (the unfinished ones, or --stage) before sbatch."""
+    from collab import preflight
+    from collab.train.paths import StagePaths
+
+    recipe = _recipe(args)
+    if args.stage is not None:
+        recipe.stage(args.stage)  # an unknown name lists the valid ones
+    stages = [args.stage] if args.stage else [s.label for s in recipe.stages
+                                              if not StagePaths(recipe.run_dir, s.label).is_done()]
+    preflight.check(recipe, args.recipe, stages, environment=args.preflight)
+
+
+def _plan_preflight(args: argparse.Namespace, recipe) -> None:  # noqa: ANN001 - keeps config imports lazy
+    """A plan needs the task sets (it counts them); the endpoints and packages only warn, because a plan is how
+    one prices a run before setting them up."""
+    from collab import preflight
+
+    stages = [args.stage] if args.stage else None
+    if args.stage is not None:
+        recipe.stage(args.stage)
+    # Registered sets are counted by the planner itself (or given by tasks.limit): a hub set needs no download here.
+    preflight.check(recipe, args.recipe, stages, environment=False, files_only=True)
+    problems = preflight.environment_problems(recipe, stages) if args.preflight else []
+    if problems:
+        print("collab: warning: " + preflight.report(problems, args.recipe).rstrip(), file=sys.stderr)
 
 
 # --- eval (collab.evaluate) ---
@@ -277,17 +359,43 @@ from rich.console import Console  # noqa: E402  (the type of _dispatch's console
 
 def _eval_command(args: argparse.Namespace, console: Console) -> int:
     from collab.backends.cache import RequestCache
-    from collab.config import RewardConfig, TrackingConfig
-    from collab.evaluate.report import render_markdown
-    from collab.evaluate.runner import EvalSettings, evaluate, load_backend, resolve_system_prompt
-    from collab.simulators.registry import make_simulator
+    from collab.train.tracking import effective_mode
 
+    wandb = args.wandb or effective_mode("disabled")
     if args.simulator == "llm" and not args.simulator_model:
         raise CollabError("--simulator llm needs --simulator-model (the model that plays the user)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CollabError(f"--out {out} is a file, not a folder", fix="give a folder (it is created when missing).")
+    created = not out.exists()
     cache = RequestCache(out / "cache.sqlite")
+    try:
+        return _run_eval(args, console, out, cache, wandb)
+    except Exception:
+        cache.close()
+        _remove_if_worthless(out, created)
+        raise
+
+
+def _remove_if_worthless(out: Path, created: bool) -> None:
+    """A failed evaluation leaves no folder behind that it created and filled with nothing of value (a cache of
+    requests that never produced a conversation); a folder that existed, or holds conversations, is kept."""
+    import shutil
+
+    if not created or not out.is_dir():
+        return
+    conversations = out / "conversations.jsonl"
+    if (out / "results.json").exists() or (conversations.is_file() and conversations.stat().st_size > 0):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _run_eval(args: argparse.Namespace, console: Console, out: Path, cache, wandb: str) -> int:  # noqa: ANN001
+    from collab.config import RewardConfig, TrackingConfig
+    from collab.evaluate.report import render_markdown
+    from collab.evaluate.runner import EvalSettings, evaluate, load_backend, resolve_system_prompt
+    from collab.simulators.registry import make_simulator
+
     sim_backend = load_backend(args.simulator_model, cache=cache) if args.simulator == "llm" else None
     simulator = make_simulator(args.simulator, backend=sim_backend, max_turns=args.max_turns)
     settings = EvalSettings(
@@ -301,7 +409,7 @@ def _eval_command(args: argparse.Namespace, console: Console) -> int:
     results = evaluate(
         args.models, settings, out, simulator=simulator,
         loader=lambda ref: load_backend(ref.spec, cache=cache),
-        tracking=TrackingConfig(wandb=args.wandb) if args.wandb != "disabled" else None,
+        tracking=TrackingConfig(wandb=wandb) if wandb != "disabled" else None,
         run_name=f"eval-{out.name}",
         echo=lambda line: console.print(line, markup=False, highlight=False),
     )

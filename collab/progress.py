@@ -33,7 +33,8 @@ def usage_line(backends: list[Backend]) -> str:
 
 
 @contextmanager
-def stage_progress(description: str, total: int, backends: list[Backend]) -> Iterator["StageProgress"]:
+def stage_progress(description: str, total: int, backends: list[Backend],
+                   unit: str = "conversations") -> Iterator["StageProgress"]:
     # In a terminal: a live bar. In a log file (Slurm, CI): a plain line at most every 30 s, and at the end.
     interactive = sys.stdout.isatty()
     progress = Progress(
@@ -43,19 +44,24 @@ def stage_progress(description: str, total: int, backends: list[Backend]) -> Ite
     )
     with progress:
         task_id = progress.add_task(description, total=total, extra="")
-        tracker = StageProgress(progress, task_id, backends, log_every_s=None if interactive else 30.0)
+        tracker = StageProgress(progress, task_id, backends, log_every_s=None if interactive else 30.0, unit=unit)
         yield tracker
         tracker.log(force=True)
 
 
 class StageProgress:
-    def __init__(self, progress: Progress, task_id: int, backends: list[Backend], log_every_s: float | None) -> None:
+    def __init__(self, progress: Progress, task_id: int, backends: list[Backend], log_every_s: float | None,
+                 unit: str = "items") -> None:
         self.progress, self.task_id, self.backends = progress, task_id, backends
+        self.unit, self.done = unit, 0
         self.log_every_s = log_every_s
         self.started = self.last_log = time.monotonic()
 
     def update(self, *, advance: int = 0, note: str = "") -> None:
-        extra = " · ".join(p for p in (note, usage_line(self.backends)) if p)
+        self.done += advance
+        minutes = max(time.monotonic() - self.started, 1e-9) / 60
+        rate = f"{self.done / minutes:.1f} {self.unit}/min" if self.done else ""
+        extra = " · ".join(p for p in (note, rate, usage_line(self.backends)) if p)
         self.progress.update(self.task_id, advance=advance, extra=extra)
         self.log()
 

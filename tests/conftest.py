@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from collab.backends.hf import HFBackend
+from tests.servers import server_deaths
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    """A test that failed while a server it uses had died reports the server's exit and log first: the client's own
+    error ("Connection error") is only the consequence."""
+    outcome = yield
+    report = outcome.get_result()
+    deaths = server_deaths() if report.failed else []
+    if deaths:
+        consequence = str(report.longrepr).strip().splitlines()[-1:] if report.longrepr else []
+        report.longrepr = "\n\n".join(deaths) + "\n\n(the test's own failure, a consequence: " + \
+            (consequence[0] if consequence else "?") + ")"
 
 
 @pytest.fixture(scope="session")

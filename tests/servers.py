@@ -17,8 +17,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,37 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+@dataclass
+class RunningServer:
+    """A server process a test depends on, with the tail of its log: when it dies mid-test, the failure report
+    names its exit and its last words instead of the client's "Connection error"."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_tail: Callable[[], str]
+
+    def death(self) -> str | None:
+        """None while it runs; else its exit code (and signal) and the tail of its log."""
+        code = self.proc.poll()
+        if code is None:
+            return None
+        how = f"exit code {code}"
+        if code < 0:
+            try:
+                how += f" ({signal.Signals(-code).name})"
+            except ValueError:
+                pass
+        return f"{self.name} (pid {self.proc.pid}) died with {how}; the tail of its log:\n{self.log_tail()}"
+
+
+_RUNNING: list[RunningServer] = []
+
+
+def server_deaths() -> list[str]:
+    """Death reports of the servers started by this test session that are still in use but no longer running."""
+    return [report for server in _RUNNING if (report := server.death()) is not None]
+
+
 @contextmanager
 def start_llama_server(
     model_path: str | Path | None = None,
@@ -120,14 +152,18 @@ def start_llama_server(
             return log_file.read().decode(errors="replace")[-3000:]
 
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        server = RunningServer("llama_cpp.server", proc, log_tail)
         try:
             deadline = time.monotonic() + ready_timeout_s
             while not _ready(base_url):
-                if proc.poll() is not None:
-                    pytest.fail(f"llama_cpp.server exited with code {proc.returncode}:\n{log_tail()}", pytrace=False)
+                if (death := server.death()) is not None:
+                    pytest.fail(f"{death}\n(before it answered /v1/models)", pytrace=False)
                 if time.monotonic() > deadline:
                     pytest.fail(f"llama_cpp.server not ready after {ready_timeout_s}s:\n{log_tail()}", pytrace=False)
                 time.sleep(0.25)
+            _RUNNING.append(server)
             yield base_url, proc
         finally:
+            if server in _RUNNING:
+                _RUNNING.remove(server)
             _kill(proc)

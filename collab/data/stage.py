@@ -88,6 +88,10 @@ def data_stage_of(recipe: Recipe, label: str | None) -> DataStage:
     if label is not None:
         stages = [s for s in stages if s.label == label]
     if not stages:
+        names = [s.label for s in recipe.stages if isinstance(s, DataStage)]
+        if label is not None and names:
+            raise CollabError(f"no data stage named '{label}'", fix=f"use one of the data stages {names} (all "
+                              f"stages: {[s.label for s in recipe.stages]}).")
         raise CollabError(f"recipe '{recipe.name}' has no data stage" + (f" named '{label}'" if label else ""),
                           fix="add a stage with `kind: data` or pick one with --stage.")
     return stages[0]

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collab.backends.cache import RequestCache
     from collab.config import EvalStage, Recipe, RewardConfig, TrackingConfig
     from collab.simulators.base import UserSimulator
+    from collab.progress import StageProgress
 
 logger = logging.getLogger(__name__)
 
@@ -434,43 +435,53 @@ def _run_model(
     store: ConversationStore,
     say: Callable[[str], None],
 ) -> None:
+    from collab.progress import stage_progress
+
     backend = load(ref)
     try:
-        engine = RolloutEngine(
-            backend,
-            simulator,
-            params=SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature),
-            system_prompt=settings.system_prompt,
-        )
-        written = 0
-        for start in range(0, len(todo), settings.batch_size):
-            chunk = todo[start : start + settings.batch_size]
-            states = [
-                ConversationState(
-                    task,
-                    [],
-                    seed=conversation_seed(settings.seed, task.id, run),
-                    max_assistant_turns=settings.max_turns,
-                )
-                for task, run in chunk
-            ]
-            engine.run(states)
-            rows = score_states(
-                states,
-                model=ref.label,
-                runs=[run for _, run in chunk],
-                eval_key=settings.eval_key,
-                mode=settings.mode,
-                count_tokens=backend.count_tokens,
-                reward=reward,
-            )
-            written += store.append(rows)
-            failed = sum(1 for s in states if s.failed)
-            say(f"{ref.label}: {written}/{len(todo)} conversations saved" + (f" ({failed} failed)" if failed else ""))
+        with stage_progress(f"eval {ref.label}", len(todo), [backend]) as progress:
+            _run_batches(ref, todo, settings, simulator, backend, reward, store, say, progress)
     finally:
         backend.close()
         del backend
         gc.collect()
+
+
+def _run_batches(ref: ModelRef, todo: list[tuple[Task, int]], settings: EvalSettings, simulator: UserSimulator,
+                 backend: Backend, reward: ConversationReward | None, store: ConversationStore,
+                 say: Callable[[str], None], progress: StageProgress) -> None:
+    engine = RolloutEngine(
+        backend,
+        simulator,
+        params=SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature),
+        system_prompt=settings.system_prompt,
+    )
+    written = 0
+    for start in range(0, len(todo), settings.batch_size):
+        chunk = todo[start : start + settings.batch_size]
+        states = [
+            ConversationState(
+                task,
+                [],
+                seed=conversation_seed(settings.seed, task.id, run),
+                max_assistant_turns=settings.max_turns,
+            )
+            for task, run in chunk
+        ]
+        engine.run(states)
+        rows = score_states(
+            states,
+            model=ref.label,
+            runs=[run for _, run in chunk],
+            eval_key=settings.eval_key,
+            mode=settings.mode,
+            count_tokens=backend.count_tokens,
+            reward=reward,
+        )
+        written += store.append(rows)
+        failed = sum(1 for s in states if s.failed)
+        progress.update(advance=len(rows), note=f"{failed} failed" if failed else "")
+        say(f"{ref.label}: {written}/{len(todo)} conversations saved" + (f" ({failed} failed)" if failed else ""))
 
 
 # --- recipe stages -----------------------------------------------------------------------------------------------

@@ -333,6 +333,28 @@ def _run_sbatch(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
+# What sbatch's own words mean, in the order they are checked; the last entry is the fallback.
+_SBATCH_FIXES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("slurm.conf", "configuration file", "s_p_parse_file"),
+     "Slurm's configuration is missing on this machine (sbatch could not read slurm.conf): run on the cluster's "
+     "login node, or point SLURM_CONF at the cluster's slurm.conf."),
+    (("unable to contact slurm controller", "connection refused", "zero bytes were transmitted"),
+     "the Slurm controller does not answer: check `scontrol ping` (slurmctld must be running and reachable)."),
+    (("invalid partition",), "check --partition: `sinfo -s` lists the partitions."),
+    (("time limit",), "check --time against the partition's limit (`sinfo -o '%P %l'`)."),
+    ((), "check --partition, --time and the cluster's limits (`sinfo`)."),
+)
+
+
+def sbatch_fix(output: str) -> str:
+    """The fix to suggest for sbatch's error `output`."""
+    text = output.lower()
+    for needles, fix in _SBATCH_FIXES:
+        if not needles or any(needle in text for needle in needles):
+            return fix
+    return _SBATCH_FIXES[-1][1]
+
+
 def submit(jobs: list[Job], logs: Path, runner: Runner = _run_sbatch) -> list[str]:
     """Submit the jobs in order (each dependency is an earlier job's id); returns the Slurm job ids."""
     if runner is _run_sbatch and shutil.which("sbatch") is None:
@@ -345,8 +367,8 @@ def submit(jobs: list[Job], logs: Path, runner: Runner = _run_sbatch) -> list[st
         done = runner(argv)
         if done.returncode != 0:
             submitted = f" (already submitted: {', '.join(ids)}; `scancel` them if needed)" if ids else ""
-            raise CollabError(f"sbatch failed for stage '{job.label}': {done.stderr.strip() or done.stdout.strip()}"
-                              f"{submitted}", fix="check --partition, --time and the cluster's limits (`sinfo`).")
+            output = done.stderr.strip() or done.stdout.strip()
+            raise CollabError(f"sbatch failed for stage '{job.label}': {output}{submitted}", fix=sbatch_fix(output))
         ids.append(done.stdout.strip().split(";")[0])
     return ids
 

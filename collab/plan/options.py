@@ -44,3 +44,15 @@ def assumptions_from_args(args: argparse.Namespace) -> tuple[TokenAssumptions, T
         except ValueError as e:
             raise CollabError(f"collab plan: {e}", fix="pass a positive value.") from None
     return built[0], built[1]
+
+
+def is_cpu_recipe(recipe: Any) -> bool:
+    """Whether every part of `recipe` runs on CPUs: trainer stages on the cpu accelerate config, no vLLM anywhere
+    (a recipe planned this way without --gpus must not be described in GPUs)."""
+    from collab.config import TrainerStage
+
+    backends = [recipe.policy, recipe.simulator.backend, recipe.judge.backend]
+    if any(b is not None and b.kind == "vllm" for b in backends):
+        return False
+    return all(s.accelerate_config == "cpu" and not s.trainer.get("use_vllm")
+               for s in recipe.stages if isinstance(s, TrainerStage))

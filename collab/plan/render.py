@@ -29,7 +29,7 @@ def hours(value: float) -> str:
     return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
 
 
-def _rows(plan: StagePlan, gpus: int) -> list[tuple[str, str, str]]:
+def _rows(plan: StagePlan, gpus: int, cpu: bool = False) -> list[tuple[str, str, str]]:
     b, e = plan.bound, plan.expected
     out: list[tuple[str, str, str]] = []
 
@@ -56,7 +56,8 @@ def _rows(plan: StagePlan, gpus: int) -> list[tuple[str, str, str]]:
             add(f"API cost: {party}", lambda s, p=party: s.api_usd[p], usd)
         if b.api_usd:
             add("API cost: total", lambda s: s.total_usd, usd)
-        add("GPU-hours: generation", lambda s: s.generation_gpu_hours, hours)
+        if not cpu:
+            add("GPU-hours: generation", lambda s: s.generation_gpu_hours, hours)
         if b.api_hours:
             add("hours waiting on the API", lambda s: s.api_hours, hours)
     if b.steps is not None:
@@ -65,24 +66,25 @@ def _rows(plan: StagePlan, gpus: int) -> list[tuple[str, str, str]]:
         add("optimizer steps per epoch", lambda s: s.steps.steps_per_epoch)
         add("epochs", lambda s: s.steps.epochs)
         add("optimizer steps", lambda s: s.steps.total)
-        add("GPU-hours: training", lambda s: s.training_gpu_hours, hours)
-    if b.wall_hours(gpus) or e.wall_hours(gpus):
+        if not cpu:
+            add("GPU-hours: training", lambda s: s.training_gpu_hours, hours)
+    if not cpu and (b.wall_hours(gpus) or e.wall_hours(gpus)):
         add(f"wall-clock hours on {gpus} GPUs", lambda s: s.wall_hours(gpus), hours)
     return out
 
 
-def stage_table(plan: StagePlan, gpus: int) -> Table:
+def stage_table(plan: StagePlan, gpus: int, cpu: bool = False) -> Table:
     table = Table(title=f"stage '{plan.label}' ({plan.kind})", title_justify="left", caption="\n".join(plan.notes),
                   caption_justify="left")
     table.add_column("")
     table.add_column("upper bound", justify="right")
     table.add_column("expected", justify="right")
-    for row in _rows(plan, gpus):
+    for row in _rows(plan, gpus, cpu):
         table.add_row(*row)
     return table
 
 
-def total_table(plan: RecipePlan) -> Table:
+def total_table(plan: RecipePlan, cpu: bool = False) -> Table:
     table = Table(title=f"recipe '{plan.recipe}': total", title_justify="left")
     table.add_column("")
     table.add_column("upper bound", justify="right")
@@ -93,6 +95,8 @@ def total_table(plan: RecipePlan) -> Table:
         return usd(None if any(v is None for v in values) else sum(v for v in values if v is not None))
 
     table.add_row("API cost", total_usd("bound"), total_usd("expected"))
+    if cpu:
+        return table
     gpu = [sum(getattr(s, pick).gpu_hours for s in plan.stages) for pick in ("bound", "expected")]
     table.add_row("GPU-hours", hours(gpu[0]), hours(gpu[1]))
     gpus = plan.throughput.gpus
@@ -101,17 +105,24 @@ def total_table(plan: RecipePlan) -> Table:
     return table
 
 
-def assumptions_text(plan: RecipePlan) -> str:
-    parts = [f"{f.name.replace('_', '-')}={getattr(obj, f.name):g}" for obj in (plan.tokens, plan.throughput)
+def assumptions_text(plan: RecipePlan, cpu: bool = False) -> str:
+    throughput = [] if cpu else [plan.throughput]
+    parts = [f"{f.name.replace('_', '-')}={getattr(obj, f.name):g}" for obj in (plan.tokens, *throughput)
              for f in fields(obj)]
     return "assumptions (override with --NAME VALUE): " + ", ".join(parts)
 
 
-def render(plan: RecipePlan, console: Console) -> None:
-    """Print every stage's table, the total and the assumptions used."""
+CPU_NOTE = ("a CPU recipe (every trainer stage uses the cpu accelerate config, no vLLM): hours are not estimated, "
+            "because the throughput assumptions describe GPUs; pass --gpus N to plan it on GPUs")
+
+
+def render(plan: RecipePlan, console: Console, *, cpu: bool = False) -> None:
+    """Print every stage's table, the total and the assumptions used; `cpu` leaves out every GPU quantity."""
     for stage in plan.stages:
-        console.print(stage_table(stage, plan.throughput.gpus))
+        console.print(stage_table(stage, plan.throughput.gpus, cpu))
     if len(plan.stages) > 1:
-        console.print(total_table(plan))
-    console.print(assumptions_text(plan), highlight=False)
+        console.print(total_table(plan, cpu))
+    if cpu:
+        console.print(CPU_NOTE, highlight=False)
+    console.print(assumptions_text(plan, cpu), highlight=False)
 

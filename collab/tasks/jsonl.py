@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from collab.errors import CollabError
+from collab.io import temp_file_beside
 from collab.tasks.record import Task
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
@@ -78,11 +78,15 @@ def write_tasks_jsonl(path: str | os.PathLike[str], tasks: Iterable[Task]) -> Pa
         seen.add(task.id)
         _check_kind_rules(task, where)
         record = task.model_dump(mode="json", exclude_defaults=True)
+        # Written so that the file loads again under the agreement rule of _check_clarification_agrees.
+        if task.facts:
+            record["needs_clarification"] = task.needs_clarification
+        elif task.needs_clarification:
+            record["metadata"] = {**task.metadata, CLARIFICATION_OVERRIDE: True}
         lines.append(json.dumps(record, ensure_ascii=False))
     if not lines:
         raise CollabError("no tasks to write", where=str(file), fix="pass at least one task.")
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+    fd, tmp = temp_file_beside(file, suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
             out.write("\n".join(lines) + "\n")
@@ -187,7 +191,37 @@ def _parse_line(text: str, file: Path, lineno: int) -> Task:
             fix=_TYPE_FIXES["needs_clarification"],
         )
     _check_kind_rules(task, where)
+    _check_clarification_agrees(task, obj, where)
     return task
+
+
+CLARIFICATION_OVERRIDE = "clarification_override"
+"""`metadata` key that accepts `needs_clarification: true` without `facts` (docs/tasks.md, "How facts and
+needs_clarification must agree")."""
+
+
+def _check_clarification_agrees(task: Task, obj: dict[str, Any], where: str) -> None:
+    """`facts` and `needs_clarification` must tell one story. Left to its default, needs_clarification would make a
+    task with withheld facts count as complete, so asking for them would score as over-asking; a task that needs
+    clarification with nothing withheld gives a scripted user nothing to reveal."""
+    if task.facts and "needs_clarification" not in obj:
+        raise CollabError(
+            f"field 'needs_clarification': missing, but the task has {len(task.facts)} facts the user holds back; "
+            "left out, it would mean false and a question asking for those facts would count as over-asking",
+            where=where,
+            fix='add "needs_clarification": true when the opening lacks something the facts give (the assistant '
+            'should ask), or "needs_clarification": false when the opening is complete and the facts are optional '
+            "details.",
+        )
+    if task.needs_clarification and not task.facts and not task.metadata.get(CLARIFICATION_OVERRIDE):
+        raise CollabError(
+            "field 'facts': the task says needs_clarification: true but holds back no facts, so a scripted "
+            "(sharded) user has nothing to reveal when the assistant asks",
+            where=where,
+            fix='add the withheld information as "facts": ["..."], or set "needs_clarification": false; when an '
+            f'LLM user reveals the rest of the goal by itself, say so with "metadata": {{"{CLARIFICATION_OVERRIDE}": '
+            "true}. See docs/tasks.md.",
+        )
 
 
 def _check_kind_rules(task: Task, where: str) -> None:

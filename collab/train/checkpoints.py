@@ -9,7 +9,9 @@ skipped.
 
 from __future__ import annotations
 
+import filecmp
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -79,3 +81,33 @@ def remove_partial_checkpoints(checkpoints_dir: Path, after: Path | None) -> lis
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+def prune_finished(checkpoints_dir: Path, final: Path, keep: str) -> list[Path]:
+    """Free the disk of a finished stage: `keep` is `last` (the newest complete checkpoint stays, for training
+    further from it), `none` or `all`. A kept checkpoint's weight files that are byte-identical to final/'s become
+    hard links to them (the last checkpoint is usually taken at the final step). Returns the removed folders."""
+    if keep == "all":
+        return []
+    kept = last_complete_checkpoint(checkpoints_dir) if keep == "last" else None
+    removed = []
+    for path in list_checkpoints(checkpoints_dir):
+        if path != kept:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if kept is not None:
+        _link_identical_weights(kept, final)
+    return removed
+
+
+def _link_identical_weights(checkpoint: Path, final: Path) -> None:
+    for name in WEIGHT_FILES:
+        ours, theirs = checkpoint / name, final / name
+        if not (ours.is_file() and theirs.is_file()) or os.path.samefile(ours, theirs):
+            continue
+        if ours.stat().st_size != theirs.stat().st_size or not filecmp.cmp(ours, theirs, shallow=False):
+            continue
+        link = ours.with_name(f".{name}.link")
+        link.unlink(missing_ok=True)
+        os.link(theirs, link)
+        os.replace(link, ours)

@@ -60,3 +60,31 @@ def breaking_differences(old: Recipe, new: Recipe) -> list[str]:
         problems += _diff({k: v for k, v in before.trainer.items() if k in STEP_DEFINING_ARGS},
                           {k: v for k, v in after.trainer.items() if k in STEP_DEFINING_ARGS}, f"{where}.trainer")
     return problems
+
+
+# Keys that do not change what a finished stage produced: where the run is (it is being opened, whatever the
+# recipe calls it), its display name and how it is tracked.
+_RECORD_NEUTRAL = ("name", "output_dir", "tracking", "stages")
+
+
+def finished_stage_differences(old: Recipe, new: Recipe, finished: list[str]) -> dict[str, list[str]]:
+    """For each finished stage (by label) whose settings in `new` differ from those it ran under in `old`, the keys
+    with old -> new values. Recipe-wide sections (model, policy, tasks, simulator, judge, reward, seed) count for
+    every finished stage; a stage's own section counts for it; a finished stage missing from `new` is named too."""
+    shared = _diff(old.model_dump(mode="json", exclude=set(_RECORD_NEUTRAL)),
+                   new.model_dump(mode="json", exclude=set(_RECORD_NEUTRAL)), "")
+    shared = [line.removeprefix(".") for line in shared]
+    new_by_label = {s.label: (i, s) for i, s in enumerate(new.stages)}
+    changes: dict[str, list[str]] = {}
+    for index, stage in enumerate(old.stages):
+        if stage.label not in finished:
+            continue
+        lines = list(shared)
+        if stage.label not in new_by_label:
+            lines.append(f"stages.{index} (stage '{stage.label}' is no longer in the recipe)")
+        else:
+            new_index, after = new_by_label[stage.label]
+            lines += _diff(stage.model_dump(mode="json"), after.model_dump(mode="json"), f"stages.{new_index}")
+        if lines:
+            changes[stage.label] = lines
+    return changes

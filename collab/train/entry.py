@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from collab.errors import CollabError
+from collab.interrupt import EXIT_INTERRUPTED
 from collab.train.preemption import EXIT_PREEMPTED, PreemptionFlag
 
 
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except CollabError as e:
         print(f"collab: error: {e}", file=sys.stderr, flush=True)
         return e.exit_code
+    except KeyboardInterrupt:
+        # collab (the parent) reports what was saved; a traceback here would only repeat it in train.log.
+        print(f"collab: stage '{args.stage}' interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     print(f"collab: stage '{args.stage}': {summary(outcome)}", flush=True)
     return EXIT_PREEMPTED if outcome.preempted else 0
 

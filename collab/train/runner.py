@@ -30,6 +30,7 @@ from typing import IO, Any
 from collab.backends.cache import CACHE_FILE, merge_shards
 from collab.config import Recipe, StageBase, TrainerStage
 from collab.errors import CollabError
+from collab.interrupt import stage_interrupted
 from collab.io import atomic_write_json
 from collab.train.batch import check_effective_batch
 from collab.train.checkpoints import last_complete_checkpoint
@@ -61,12 +62,16 @@ def _say(out: IO[str] | None, text: str) -> None:
 
 
 def train(recipe: Recipe, *, stage: str | None = None, run_dir: Path | None = None,
-          out: IO[str] | None = None) -> Path:
-    """`collab train RECIPE [--stage NAME]`: run the recipe's stages (or one) into its run directory."""
+          out: IO[str] | None = None, restart_from: str | None = None) -> Path:
+    """`collab train RECIPE [--stage NAME] [--restart-from NAME]`: run the recipe's stages (or one) into its run
+    directory; `restart_from` runs that stage and the later ones again (see `collab.run_dir.open_run`)."""
     run_dir = Path(run_dir or recipe.run_dir)
+    if not recipe.stages:
+        raise CollabError(f"recipe '{recipe.name}' has no stages, so there is nothing to train",
+                          fix="add a `stages:` list (e.g. `- kind: data`, then `- kind: sft` with `data_from: data`).")
     if stage is not None:
         recipe.stage(stage)  # a clear error for an unknown name, before anything is written
-    open_run(recipe, run_dir)
+    open_run(recipe, run_dir, restart_from=restart_from)
     run_stages(recipe, run_dir, only=stage, out=out)
     return run_dir
 
@@ -107,7 +112,10 @@ def run_stages(recipe: Recipe, run_dir: Path, *, only: str | None = None, out: I
         start = f"continues from {checkpoint}" if checkpoint else "starts"
         _say(out, f"stage '{stage.label}' ({stage.kind}) {start}")  # type: ignore[attr-defined]
         started = time.monotonic()
-        run_stage(recipe, stage, run_dir, out=out)
+        try:
+            run_stage(recipe, stage, run_dir, out=out)
+        except KeyboardInterrupt:
+            raise stage_interrupted(run_dir, stage.label, stage.kind) from None  # type: ignore[attr-defined]
         _say(out, f"stage '{stage.label}' done in {time.monotonic() - started:.0f} s")
         _merge_cache(run_dir, out)
 

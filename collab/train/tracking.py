@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from collab.config import Recipe, TrainerStage
 from collab.errors import CollabError
+from collab.io import temp_file_beside
 from collab.train.paths import StagePaths
 
 MODES = ("online", "offline", "disabled")
@@ -31,11 +31,16 @@ SAMPLE_ROWS = 16
 
 def wandb_mode(recipe: Recipe, environ: dict[str, str] | None = None) -> str:
     """The effective mode: WANDB_MODE when set (`dryrun` counts as offline), else the recipe's."""
+    return effective_mode(recipe.tracking.wandb, environ)
+
+
+def effective_mode(configured: str, environ: dict[str, str] | None = None) -> str:
+    """WANDB_MODE when it names a mode (`dryrun` counts as offline), else `configured`."""
     env = os.environ if environ is None else environ
     mode = (env.get("WANDB_MODE") or "").strip().lower()
     if mode == "dryrun":
         mode = "offline"
-    return mode if mode in MODES else recipe.tracking.wandb
+    return mode if mode in MODES else configured
 
 
 def tracking_enabled(recipe: Recipe, environ: dict[str, str] | None = None) -> bool:
@@ -50,8 +55,7 @@ def ensure_run_id(paths: StagePaths) -> str:
     """
     path = paths.wandb_id
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".wandb_id.", dir=path.parent)
+        fd, tmp = temp_file_beside(path)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(4) + "\n")

@@ -18,10 +18,11 @@ from collab.config import Recipe, TrainerStage
 from collab.errors import CollabError
 from collab.io import atomic_write_json
 from collab.train.callbacks import PreemptionCallback
-from collab.train.checkpoints import last_complete_checkpoint, remove_partial_checkpoints
+from collab.train.checkpoints import last_complete_checkpoint, prune_finished, remove_partial_checkpoints
 from collab.train.common import build_model, has_gpu, make_config, save_final, trainer_arguments
 from collab.train.paths import StagePaths
 from collab.train.preemption import PreemptionFlag
+from collab.train.tied_weights import explain_tied_weights
 from collab.train.tracking import finish_run, start_run, tracking_enabled
 
 TRAINER_KINDS = ("sft", "dpo", "online_dpo", "grpo", "rloo")
@@ -96,6 +97,7 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
     setup = build_model(recipe, stage, run_dir, needs_reference=stage.kind == "dpo")
     callback = PreemptionCallback(flag)
     trainer = build_trainer(setup, config, data, args, [callback])
+    explain_tied_weights(trainer.model)
 
     run = None
     if tracking and state.is_main_process:
@@ -123,6 +125,10 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
         final = save_final(trainer, paths, is_main=state.is_main_process)
         if state.is_main_process:
             paths.mark_done(global_step=step, final=str(final), source=setup.source)
+            removed = prune_finished(paths.checkpoints, final, stage.keep_checkpoints)
+            if removed:
+                print(f"collab: stage '{stage.label}' finished: removed {len(removed)} checkpoints "
+                      f"(keep_checkpoints: {stage.keep_checkpoints})", flush=True)
         state.wait_for_everyone()
         return StageOutcome(step, max_steps, False, last_complete_checkpoint(paths.checkpoints), final)
     finally:

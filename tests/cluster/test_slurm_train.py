@@ -33,6 +33,7 @@ stages:
   - kind: dpo
     data_from: data
     accelerate_config: cpu
+    keep_checkpoints: last
     trainer:
       max_steps: {MAX_STEPS}
       per_device_train_batch_size: 2

@@ -38,7 +38,7 @@ def write_recipe(tmp_path: Path, stage: dict[str, Any], *, wandb: str = "disable
               "tasks": {"name": "clarify-math", "limit": 2},
               "reward": {"window": 1, "samples": 1, "policy_max_new_tokens": 8, "truncation_penalty": -1.0},
               "tracking": {"wandb": wandb, "project": "collab-tests", "sample_table_every": every},
-              "stages": [stage]}
+              "stages": [{"keep_checkpoints": "all", **stage}]}  # the tests read checkpoints after the stage ends
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path, run_dir

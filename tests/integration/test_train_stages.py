@@ -60,8 +60,9 @@ FAST = {"logging_steps": 1, "gradient_checkpointing": False, "max_length": 96, "
 def write_recipe(tmp_path: Path, stages: list[dict[str, Any]], *, model: str = "tiny-random-smollm2",
                  lora: dict[str, Any] | None = None, wandb: str = "disabled") -> tuple[Path, Path]:
     run_dir = tmp_path / "run"
+    kept = [{"keep_checkpoints": "all", **s} for s in stages]  # the tests read checkpoints after the stage ends
     recipe = {"name": "train-it", "output_dir": str(run_dir), "model": {"name": model, "lora": lora},
-              "tracking": {"wandb": wandb, "project": "collab-tests"}, "stages": [{"kind": "data"}, *stages]}
+              "tracking": {"wandb": wandb, "project": "collab-tests"}, "stages": [{"kind": "data"}, *kept]}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     write_data_stage(run_dir)

@@ -58,6 +58,13 @@ def run_dir_with_resolved_recipe(tmp: Path, started: tuple[str, ...] = ()) -> Pa
     return run
 
 
+def finished_run(tmp: Path) -> Path:
+    """A run directory whose only stage, data, has finished."""
+    run = run_dir_with_resolved_recipe(tmp, started=("data",))
+    (run / "data" / "DONE").write_text("{}")
+    return run
+
+
 def finished_data_stage(tmp: Path, **trainer_stage: Any) -> str:
     """A recipe with a data stage that has finished (DONE) and an sft stage after it."""
     (tmp / "run" / "data").mkdir(parents=True)
@@ -166,7 +173,14 @@ CASES: list[Case] = [
     Case("shard-not-i-of-n", lambda t: (["data", recipe_file(t), "--shard", "a/b"], ["--shard 'a/b'", "i/n"])),
     Case("shard-count-zero", lambda t: (["data", recipe_file(t), "--shard", "0/0"], ["--shard 0/0"])),
     Case("data-unknown-stage-name", lambda t: (
-        ["data", recipe_file(t), "--stage", "nope"], ["no data stage named 'nope'"])),
+        ["data", recipe_file(t), "--stage", "nope"], ["no data stage named 'nope'", "['data']"])),
+    Case("train-stage-name-typo", lambda t: (
+        ["train", recipe_file(t), "--stage", "dta"], ["no stage named 'dta'", "did you mean 'data'", "['data']"])),
+    Case("plan-unknown-stage-name", lambda t: (
+        ["plan", recipe_file(t), "--stage", "nope"], ["no stage named 'nope'", "['data']"])),
+    Case("launch-unknown-stage-name", lambda t: (
+        ["launch", "slurm", recipe_file(t), "--nodes", "1", "--gpus-per-node", "0", "--stage", "nope", "--dry-run"],
+        ["no stage named 'nope'", "['data']"])),
     Case("train-unknown-stage-name", lambda t: (
         ["train", recipe_file(t), "--stage", "nope"], ["no stage named 'nope'", "['data']"])),
     Case("resume-unknown-stage-name", lambda t: (
@@ -196,6 +210,12 @@ CASES: list[Case] = [
     Case("tasks-facts-as-one-string", lambda t: (
         data_with_tasks(t, task_line(facts="It is in France.") + "\n"),
         [str(t / "tasks.jsonl"), "line 1", "field 'facts'"])),
+    Case("tasks-facts-without-needs-clarification", lambda t: (
+        data_with_tasks(t, task_line(facts=["It is in France."]) + "\n"),
+        [str(t / "tasks.jsonl"), "line 1", "field 'needs_clarification'", "facts"])),
+    Case("tasks-needs-clarification-without-facts", lambda t: (
+        data_with_tasks(t, task_line(needs_clarification=True) + "\n"),
+        [str(t / "tasks.jsonl"), "line 1", "field 'facts'", "clarification_override"])),
     Case("tasks-file-missing", lambda t: (
         ["data", recipe_file(t), "--tasks", str(t / "missing.jsonl")], [str(t / "missing.jsonl"), "does not exist"])),
     Case("tasks-unknown-set-name", lambda t: (
@@ -214,6 +234,11 @@ CASES: list[Case] = [
         ["train", recipe_file(t, model={"name": "smollm2-135m-instruct"})] if run_dir_with_resolved_recipe(
             t, started=("data",)) else [],
         [str(t / "run"), "model.name", "'tiny-random-smollm2' -> 'smollm2-135m-instruct'"])),
+    Case("train-rerun-changes-a-finished-stage", lambda t: (
+        ["train", recipe_file(t), "--set", "tasks.limit=3"] if finished_run(t) else [],
+        [str(t / "run"), "finished stages ['data']", "tasks.limit (2 -> 3)", "--restart-from data"])),
+    Case("train-restart-from-unknown-stage", lambda t: (
+        ["train", recipe_file(t), "--restart-from", "dat"], ["--restart-from", "no stage named 'dat'", "['data']"])),
     Case("data-store-with-a-corrupt-line", lambda t: (
         ["data", recipe_file(t), "--tasks", tasks_file(t, task_line() + "\n")],
         [file_in(t / "run/data/store", "shard-0000-of-0001.jsonl", '{"conv_id": "t1", "turn": 0}\ngarbage\n'),
@@ -238,9 +263,40 @@ CASES: list[Case] = [
     Case("eval-zero-runs", lambda t: (eval_args(t, "--runs", "0"), ["eval.runs", "at least 1"])),
     Case("eval-llm-simulator-without-model", lambda t: (
         eval_args(t, "--simulator", "llm"), ["--simulator llm needs --simulator-model"])),
+    Case("recipe-empty-file", lambda t: (
+        ["train", raw_file(t, "empty.yaml", "")], [str(t / "empty.yaml"), "is empty"])),
+    Case("recipe-only-comments", lambda t: (
+        ["data", raw_file(t, "empty.yaml", "# nothing yet\n")], [str(t / "empty.yaml"), "is empty"])),
+    Case("train-recipe-without-stages", lambda t: (
+        ["train", recipe_file(t, stages=[])], ["recipe 'bad' has no stages", "`stages:`"])),
+    Case("launch-dry-run-with-a-missing-task-file", lambda t: (
+        ["launch", "slurm", recipe_file(t), "--tasks", str(t / "missing.jsonl"), "--nodes", "1", "--gpus-per-node",
+         "1", "--dry-run"], ["pre-flight found 1 problem", str(t / "missing.jsonl"), "does not exist"])),
+    Case("launch-with-an-unset-endpoint-variable", lambda t: (
+        ["launch", "slurm", recipe_file(t, simulator={"kind": "llm", "backend": {
+            "kind": "openai", "model": "m", "base_url_env": "COLLAB_TEST_UNSET_URL"}}), "--nodes", "1",
+         "--gpus-per-node", "1", "--dry-run"],
+        ["simulator.backend.base_url_env", "COLLAB_TEST_UNSET_URL is not set", "export COLLAB_TEST_UNSET_URL"])),
+    Case("plan-with-a-malformed-task-file", lambda t: (
+        ["plan", recipe_file(t), "--tasks", tasks_file(t, "{oops\n")], ["pre-flight", "tasks.jsonl, line 1"])),
+    Case("recipes-validate-with-a-malformed-task-file", lambda t: (
+        ["recipes", "validate", recipe_file(t), "--tasks", tasks_file(t, task_line(kind="poetry") + "\n")],
+        ["1 of 1 recipes are invalid"])),
     Case("recipes-validate-an-invalid-recipe", lambda t: (
         ["recipes", "validate", recipe_file(t, modle={})], ["1 of 1 recipes are invalid"])),
 ]
+
+
+def test_an_empty_recipe_creates_no_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.yaml").write_text("")
+
+    code = main(["train", "empty.yaml"])
+
+    assert code == 2
+    assert "empty.yaml is empty" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def error_message(err: str) -> str:

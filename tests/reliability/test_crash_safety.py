@@ -204,7 +204,7 @@ MAX_STEPS = 3 * TRAIN_KILLS + 4
 
 def train_recipe(run_dir: Path) -> dict[str, Any]:
     return {"name": "crash-train", "seed": 0, "output_dir": str(run_dir), "model": {"name": "tiny-random-smollm2"},
-            "stages": [{"kind": "data"}, {"kind": "sft", "data_from": "data", "trainer": {
+            "stages": [{"kind": "data"}, {"kind": "sft", "data_from": "data", "keep_checkpoints": "all", "trainer": {
                 "logging_steps": 1, "gradient_checkpointing": False, "max_length": 64,
                 "per_device_train_batch_size": 2, "max_steps": MAX_STEPS, "save_steps": 1, "save_total_limit": 2,
                 "learning_rate": 1e-3}}]}

@@ -24,8 +24,12 @@ def error_of(path: Path, overrides: tuple[str, ...] = ()) -> str:
     return str(info.value)
 
 
-def test_empty_recipe_gets_documented_defaults(tmp_path: Path) -> None:
-    recipe = load_recipe(write(tmp_path, ""))
+def test_empty_recipe_file_is_refused(tmp_path: Path) -> None:
+    assert "is empty" in error_of(write(tmp_path, ""))
+
+
+def test_minimal_recipe_gets_documented_defaults(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, {"stages": []}))
     assert recipe.name == "r"
     assert recipe.model.name == "smollm2-135m-instruct"
     assert (recipe.reward.window, recipe.reward.samples, recipe.reward.token_mode) == (2, 3, "window")

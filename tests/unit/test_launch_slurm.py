@@ -355,3 +355,22 @@ def test_train_slurm_passes_a_failure_through(tmp_path: Path) -> None:
     assert code == 3 and not any(c.startswith("scontrol requeue") for c in calls)
     code, _ = run_train_slurm(tmp_path, ["--recipe", "r.yaml"], FAKE_NODES="n1")
     assert code == 2
+
+
+@pytest.mark.parametrize(("stderr", "expected"), [
+    ("sbatch: error: s_p_parse_file: unable to status file /etc/slurm/slurm.conf: No such file or directory\n"
+     "sbatch: fatal: Unable to process configuration file", "Slurm's configuration is missing on this machine"),
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)",
+     "the Slurm controller does not answer"),
+    ("sbatch: error: Batch job submission failed: Invalid partition name specified", "check --partition"),
+])
+def test_sbatch_errors_get_the_fix_that_matches_their_cause(recipe_path: Path, stderr: str, expected: str) -> None:
+    def failing(argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.CompletedProcess(argv, 1, "", stderr)
+
+    with pytest.raises(CollabError) as error:
+        launch_slurm(recipe_path, [], SlurmOptions(stage="eval", gpus_per_node=1), dry_run=False,
+                     echo=lambda _: None, runner=failing)
+
+    message = str(error.value)
+    assert message.split("Fix: ")[1].startswith(expected), message

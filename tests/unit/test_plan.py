@@ -322,3 +322,16 @@ def test_cli_plans_one_stage_with_overrides(capsys: pytest.CaptureFixture[str]) 
 def test_cli_refuses_a_nonpositive_throughput(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", str(PAPER), "--gpus", "0"]) == 2
     assert "gpus must be > 0" in capsys.readouterr().err
+
+
+def test_a_cpu_recipe_is_planned_without_any_gpu_quantity(capsys: pytest.CaptureFixture[str]) -> None:
+    quickstart = REPO / "recipes" / "quickstart.yaml"
+
+    assert main(["plan", str(quickstart)]) == 0
+    cpu_plan = capsys.readouterr().out
+    assert main(["plan", str(quickstart), "--gpus", "2"]) == 0
+    gpu_plan = capsys.readouterr().out
+
+    assert "GPU-hours" not in cpu_plan and "wall-clock hours on" not in cpu_plan and "gpus=8" not in cpu_plan
+    assert "8 GPUs" not in cpu_plan and "a CPU recipe" in cpu_plan
+    assert "wall-clock hours on 2 GPUs" in gpu_plan

@@ -215,3 +215,34 @@ def test_the_examples_in_docs_tasks_md_are_valid_task_lines(tmp_path: Path) -> N
     namespace: dict[str, object] = {}
     exec(code.answer + "\n" + (code.tests or ""), namespace)
     namespace["check"](namespace[code.entry_point or ""])  # type: ignore[operator]
+
+
+def test_facts_without_needs_clarification_are_refused_naming_both_fixes(tmp_path: Path) -> None:
+    path = _file(tmp_path, {**GOOD, "facts": ["It is in France."]})
+    message = _error(path)
+    assert f"{path}, line 1: field 'needs_clarification': missing, but the task has 1 facts" in message
+    assert '"needs_clarification": true' in message and '"needs_clarification": false' in message
+
+
+def test_facts_with_an_explicit_needs_clarification_false_load_as_complete(tmp_path: Path) -> None:
+    path = _file(tmp_path, {**GOOD, "facts": ["It is in France."], "needs_clarification": False})
+    [task] = load_tasks_jsonl(path)
+    assert task.facts == ("It is in France.",) and task.needs_clarification is False
+
+
+def test_needs_clarification_without_facts_is_refused_unless_overridden(tmp_path: Path) -> None:
+    path = _file(tmp_path, {**GOOD, "needs_clarification": True})
+    assert f"{path}, line 1: field 'facts': the task says needs_clarification: true but holds back no facts" in \
+        _error(path)
+
+    overridden = _file(tmp_path, {**GOOD, "needs_clarification": True, "metadata": {"clarification_override": True}})
+    [task] = load_tasks_jsonl(overridden)
+    assert task.needs_clarification is True and task.facts == ()
+
+
+def test_written_tasks_state_their_clarification_so_they_load_again(tmp_path: Path) -> None:
+    tasks = [Task(id="a", kind="qa", goal="g", facts=("f",), answer="x"),
+             Task(id="b", kind="qa", goal="g", answer="x", needs_clarification=True)]
+    loaded = load_tasks_jsonl(write_tasks_jsonl(tmp_path / "out.jsonl", tasks))
+    assert loaded[0] == tasks[0]
+    assert loaded[1].needs_clarification is True and loaded[1].metadata == {"clarification_override": True}

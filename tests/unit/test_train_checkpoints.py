@@ -82,3 +82,55 @@ def test_partial_checkpoints_newer_than_the_resume_point_are_removed(tmp_path: P
     removed = remove_partial_checkpoints(tmp_path, good)
     assert [p.name for p in removed] == ["checkpoint-4"]
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-1", "checkpoint-2"]
+
+
+def _checkpoint(root: Path, step: int, weights: bytes) -> Path:
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(weights)
+    (path / "optimizer.pt").write_bytes(b"o" * 64)
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return path
+
+
+def test_a_finished_stage_keeps_the_last_complete_checkpoint_with_weights_linked_to_final(tmp_path: Path) -> None:
+    from collab.train.checkpoints import prune_finished
+
+    checkpoints, final = tmp_path / "checkpoints", tmp_path / "final"
+    for step in (2, 4):
+        _checkpoint(checkpoints, step, b"w%d" % step)
+    (checkpoints / "checkpoint-6").mkdir()  # torn: no weights, no state
+    final.mkdir()
+    (final / "model.safetensors").write_bytes(b"w4")
+
+    removed = prune_finished(checkpoints, final, "last")
+
+    assert sorted(p.name for p in removed) == ["checkpoint-2", "checkpoint-6"]
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-4"]
+    kept = checkpoints / "checkpoint-4"
+    assert (kept / "model.safetensors").samefile(final / "model.safetensors")
+    assert (kept / "optimizer.pt").read_bytes() == b"o" * 64
+
+
+def test_weights_that_differ_from_final_are_kept_as_they_are(tmp_path: Path) -> None:
+    from collab.train.checkpoints import prune_finished
+
+    checkpoints, final = tmp_path / "checkpoints", tmp_path / "final"
+    _checkpoint(checkpoints, 4, b"old")
+    final.mkdir()
+    (final / "model.safetensors").write_bytes(b"new")
+
+    assert prune_finished(checkpoints, final, "last") == []
+    assert not (checkpoints / "checkpoint-4" / "model.safetensors").samefile(final / "model.safetensors")
+
+
+def test_keep_none_removes_every_checkpoint_and_keep_all_none(tmp_path: Path) -> None:
+    from collab.train.checkpoints import prune_finished
+
+    checkpoints = tmp_path / "checkpoints"
+    for step in (2, 4):
+        _checkpoint(checkpoints, step, b"w")
+
+    assert prune_finished(checkpoints, tmp_path / "final", "all") == []
+    assert len(prune_finished(checkpoints, tmp_path / "final", "none")) == 2
+    assert list(checkpoints.iterdir()) == []

@@ -96,3 +96,71 @@ def test_restart_with_compatible_change_rewrites_the_resolved_recipe(tmp_path: P
     (tmp_path / "data").mkdir()
     open_run(recipe(stages__1__trainer__learning_rate=3e-5), tmp_path)
     assert "learning_rate: 3.0e-05" in (tmp_path / "recipe.resolved.yaml").read_text()
+
+
+def finished(run_dir: Path, *labels: str) -> None:
+    for label in labels:
+        (run_dir / label).mkdir(parents=True, exist_ok=True)
+        (run_dir / label / "DONE").write_text("{}")
+
+
+def test_rerun_with_changed_settings_of_a_finished_stage_is_refused_naming_each_key(tmp_path: Path) -> None:
+    open_run(recipe(), tmp_path)
+    finished(tmp_path, "data", "dpo")
+    record = (tmp_path / "recipe.resolved.yaml").read_text()
+
+    with pytest.raises(CollabError) as error:
+        open_run(recipe(stages__1__trainer__beta=0.5, tasks__limit=16), tmp_path)
+
+    message = str(error.value)
+    assert "finished stages ['data', 'dpo']" in message
+    assert "tasks.limit (None -> 16)" in message
+    assert "stages.1.trainer.beta (unset -> 0.5)" in message
+    assert "--set output_dir=runs/compat-2" in message and "--restart-from data" in message
+    assert (tmp_path / "recipe.resolved.yaml").read_text() == record
+
+
+def test_a_change_to_a_finished_stages_own_settings_suggests_restarting_from_that_stage(tmp_path: Path) -> None:
+    open_run(recipe(), tmp_path)
+    finished(tmp_path, "data", "dpo")
+
+    with pytest.raises(CollabError, match="--restart-from dpo"):
+        open_run(recipe(stages__1__trainer__learning_rate=3e-5), tmp_path)
+
+
+def test_changes_to_unfinished_stages_and_tracking_are_accepted_and_recorded(tmp_path: Path) -> None:
+    open_run(recipe(), tmp_path)
+    finished(tmp_path, "data")
+
+    open_run(recipe(stages__1__trainer__learning_rate=3e-5, tracking__wandb="offline"), tmp_path)
+
+    assert "learning_rate: 3.0e-05" in (tmp_path / "recipe.resolved.yaml").read_text()
+
+
+def test_restart_from_moves_that_stage_and_later_ones_aside_and_records_the_new_settings(tmp_path: Path) -> None:
+    open_run(recipe(), tmp_path)
+    finished(tmp_path, "data", "dpo")
+    (tmp_path / "dpo" / "final").mkdir()
+
+    open_run(recipe(stages__1__trainer__beta=0.5), tmp_path, restart_from="dpo")
+
+    [moved] = list((tmp_path / "replaced").iterdir())
+    assert sorted(p.name for p in moved.iterdir()) == ["dpo"]
+    assert (moved / "dpo" / "final").is_dir() and not (tmp_path / "dpo").exists()
+    assert (tmp_path / "data" / "DONE").is_file()
+    assert "beta: 0.5" in (tmp_path / "recipe.resolved.yaml").read_text()
+
+
+def test_restart_from_a_later_stage_still_refuses_changes_to_earlier_finished_stages(tmp_path: Path) -> None:
+    open_run(recipe(), tmp_path)
+    finished(tmp_path, "data", "dpo")
+
+    with pytest.raises(CollabError, match="tasks.limit"):
+        open_run(recipe(tasks__limit=16), tmp_path, restart_from="dpo")
+
+    assert (tmp_path / "dpo" / "DONE").is_file() and not (tmp_path / "replaced").exists()
+
+
+def test_restart_from_an_unknown_stage_lists_the_stage_names(tmp_path: Path) -> None:
+    with pytest.raises(CollabError, match=r"no stage named 'dop'.*\['data', 'dpo'\]"):
+        open_run(recipe(), tmp_path, restart_from="dop")
