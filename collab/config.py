@@ -139,6 +139,9 @@ class SimulatorConfig(Section):
             next withheld fact; for evaluation as in that paper) or `withhold` (a fact is given only to a question
             about it, a wrong answer is rejected without help; for training, where a guess must cost something).
         give_up: `sharded` in `withhold` mode: probability that the user ends the conversation after a wrong answer.
+        recap: `sharded` only. When a question obtains the last withheld fact, the user also restates the whole
+            request ("To sum up: ..."), as people do once everything is on the table; a small model uses a detail
+            far better from one complete request than from a later turn (docs/tasks.md).
     """
 
     kind: Literal["sharded", "llm"] = "sharded"
@@ -149,13 +152,14 @@ class SimulatorConfig(Section):
     max_turns: int = Field(7, ge=1)
     mode: Literal["reveal", "withhold"] = "reveal"
     give_up: float = Field(0.0, ge=0, le=1)
+    recap: bool = False
 
     @model_validator(mode="after")
     def _llm_needs_backend(self) -> SimulatorConfig:
         if self.kind == "llm" and self.backend is None:
             raise ValueError("an llm simulator needs `backend` (the model that plays the user)")
-        if self.kind == "llm" and (self.mode != "reveal" or self.give_up):
-            raise ValueError("`mode` and `give_up` belong to the scripted `sharded` user; an llm user has neither")
+        if self.kind == "llm" and (self.mode != "reveal" or self.give_up or self.recap):
+            raise ValueError("`mode`, `give_up` and `recap` belong to the scripted `sharded` user; an llm user has none")
         return self
 
 
@@ -189,6 +193,8 @@ class RewardConfig(Section):
         policy_temperature: Sampling temperature of the policy's future turns.
         policy_max_new_tokens: Longest policy turn in rollouts.
         truncation_penalty: MR of a candidate cut off at the token limit; it gets no rollouts (as verl does).
+            Empty (null): a cut-off candidate is rolled out and scored like any other (CollabLLM), for tasks whose
+            result comes early in a reply, such as a message that states its details before it rambles.
     """
 
     window: int = Field(2, ge=0)
@@ -199,7 +205,7 @@ class RewardConfig(Section):
     interactivity: Literal["elicitation", "judge", "none"] = "elicitation"
     policy_temperature: float = Field(0.7, ge=0)
     policy_max_new_tokens: int = Field(256, ge=1)
-    truncation_penalty: float = -1.0
+    truncation_penalty: float | None = -1.0
 
 
 class TrackingConfig(Section):

@@ -29,7 +29,7 @@ def build_simulator(recipe: Recipe, cache: RequestCache | None = None) -> UserSi
     if sim.kind == "llm":
         options.update(temperature=sim.temperature, max_new_tokens=sim.max_new_tokens, max_reasks=sim.max_reasks)
     else:
-        options.update(mode=sim.mode, give_up=sim.give_up)
+        options.update(mode=sim.mode, give_up=sim.give_up, recap=sim.recap)
     return make_simulator(sim.kind, backend=backend, **options)
 
 

@@ -7,7 +7,8 @@ For a batch of (task, history, candidate) items, every candidate gets S rollouts
 against the simulated user, all advanced together by the batched engine. Each rollout's conversation is scored by
 the task metric on its final artifact, the token penalty and the interactivity score. A component that cannot be
 computed makes that rollout fail (counted, with its reason); MR averages the rollouts that succeeded and is None,
-with an error, when none did. A candidate cut off at the token limit gets `truncation_penalty` without rollouts.
+with an error, when none did. A candidate cut off at the token limit gets `truncation_penalty` without rollouts
+(unless that is None: then it is rolled out like any other).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class MultiturnReward:
         states: list[tuple[int, ConversationState]] = []
         for i, cand in enumerate(candidates):
             self.stats.candidates += 1
-            if cand.truncated:
+            if cand.truncated and cfg.truncation_penalty is not None:
                 self.stats.truncated_candidates += 1
                 results[i] = MRResult(mr=cfg.truncation_penalty, components={"truncated": 1.0})
                 continue

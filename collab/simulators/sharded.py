@@ -20,6 +20,7 @@ guesses is handed the missing fact by its wrong answer and ends as well off as o
   5'. anything else -> the user asks for the result, volunteering nothing ("nudge").
 
 so the only way to a withheld fact is a question about it, and MR can tell asking from guessing by outcomes alone.
+With `recap`, the reply that hands over the last withheld fact also restates the whole request.
 
 The empty transcript gets the opening: `task.opening`, or the goal's first sentence ("opening").
 
@@ -62,6 +63,8 @@ WRONG_ANSWER = (
     "Not quite. One more thing: {fact}",
 )
 NUDGE = ("{fact}", "One more detail: {fact}", "Also: {fact}", "Something else you should know: {fact}")
+# The whole request, once its last missing piece is out (the goal may hold a '?': it is the user's own request).
+RECAP = ("To sum up: {goal}", "So, all together: {goal}", "In short: {goal}")
 REJECTED = (
     "That's not what I need.",
     "No, that's not right.",
@@ -153,6 +156,7 @@ class ShardedSimulator(UserSimulator):
         mode: `reveal` (Lost in Conversation: wrong answers and other turns are answered with the next fact) or
             `withhold` (a fact is given only to a question about it; see the module docstring).
         give_up: In `withhold` mode, the probability that the user ends the conversation after a wrong answer.
+        recap: When a question obtains the last withheld fact, also restate the whole request (the goal).
         is_correct: (task, assistant text) -> bool. Defaults to `collab.metrics.task_score.is_correct`.
     """
 
@@ -164,6 +168,7 @@ class ShardedSimulator(UserSimulator):
         max_turns: int = 7,
         mode: ShardedMode = "reveal",
         give_up: float = 0.0,
+        recap: bool = False,
         is_correct: CorrectnessCheck | None = None,
     ) -> None:
         super().__init__()
@@ -176,6 +181,7 @@ class ShardedSimulator(UserSimulator):
         self.max_turns = max_turns
         self.mode = mode
         self.give_up = give_up
+        self.recap = recap
         self.is_correct: CorrectnessCheck = is_correct or _default_is_correct
         self.stats: ShardedStats = ShardedStats()
 
@@ -218,7 +224,10 @@ class ShardedSimulator(UserSimulator):
             if fact is None:
                 return say("dont_know", rng.choice(DONT_KNOW))
             info["relevance"] = round(score, 4)
-            return say("reveal", rng.choice(ANSWER_TO_QUESTION).format(fact=task.facts[fact]), fact)
+            reply = rng.choice(ANSWER_TO_QUESTION).format(fact=task.facts[fact])
+            if self.recap and remaining == [fact]:
+                reply = f"{reply} {rng.choice(RECAP).format(goal=task.goal)}"
+            return say("reveal", reply, fact)
         if self.mode == "withhold":
             if act == "answer":
                 if rng.random() < self.give_up:

@@ -22,7 +22,8 @@ from collab.evaluate.report import (
 
 def _row(model: str, task: str, needs: bool, asked: float, score: float) -> dict[str, Any]:
     scores = {"task_score": score, "asked": asked, "premature_answer": 0.0, "over_ask": asked * (not needs),
-              "turns": 1.0 + asked, "first_action": "ask" if asked else "answer", "tokens": 12}
+              "turns": 1.0 + asked, "first_action": "ask" if asked else "answer", "tokens": 12,
+              "elicited": asked if needs else None}
     return {"model": model, "task_id": task, "run": 0, "needs_clarification": needs, "n_facts": int(needs),
             "failed": None, "messages": [{"role": "user", "content": f"task {task}"},
                                          {"role": "assistant", "content": "The answer is 3."}],

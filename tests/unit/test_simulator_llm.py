@@ -254,5 +254,5 @@ def test_registry_errors_are_clear() -> None:
         make_simulator("shardd")
     with pytest.raises(CollabError, match="needs a backend"):
         make_simulator("llm")
-    with pytest.raises(CollabError, match="unknown option.*max_turn.*valid options: max_turns, is_correct"):
+    with pytest.raises(CollabError, match="unknown option.*max_turn.*valid options: max_turns, mode, give_up, recap, is_correct"):
         make_simulator("sharded", max_turn=3)

@@ -275,3 +275,45 @@ def test_each_item_uses_its_own_seed() -> None:
     assert together == alone
     with pytest.raises(ValueError, match="1 seeds for 2 conversations"):
         sim().respond([(TASK, transcript)] * 2, seeds=[0])
+
+
+# --- withhold mode: the training user, for whom a guess costs something ------------------------------------------
+
+
+def test_withhold_mode_rejects_a_wrong_answer_without_volunteering_a_fact() -> None:
+    [turn] = sim(mode="withhold").respond([(TASK, convo(TASK.opening or "", "Tom has 7 apples."))], seeds=[3])
+    assert turn.info["reason"] == "rejected" and turn.info["fact_index"] is None and not turn.done
+    assert not any(fact in (turn.text or "") for fact in TASK.facts)
+
+
+def test_withhold_mode_gives_up_after_a_wrong_answer_at_the_set_rate() -> None:
+    user = sim(mode="withhold", give_up=0.5)
+    turns = user.respond([(TASK, convo(TASK.opening or "", "Tom has 7 apples."))] * 400, seeds=list(range(400)))
+    gave_up = sum(t.info["reason"] == "gave_up" for t in turns)
+    assert all(t.done and t.text is None for t in turns if t.info["reason"] == "gave_up")
+    assert 160 <= gave_up <= 240  # 200 expected; binomial sd 10
+
+
+def test_withhold_mode_still_answers_a_relevant_question_and_nudges_without_facts() -> None:
+    user = sim(mode="withhold")
+    [asked] = user.respond([(TASK, convo(TASK.opening or "", "How many boxes are there?"))])
+    assert asked.info["reason"] == "reveal" and asked.info["fact_index"] == 0
+    [other] = user.respond([(TASK, convo(TASK.opening or "", "Let me think about this."))])
+    assert other.info["reason"] == "nudge" and other.info["fact_index"] is None
+
+
+def test_recap_restates_the_whole_request_once_the_last_fact_is_out() -> None:
+    one_fact = TASK.model_copy(update={"facts": ("Each box holds 4 apples.",),
+                                       "opening": "Tom has 3 boxes of apples. How many apples does he have?"})
+    [turn] = sim(mode="withhold", recap=True).respond(
+        [(one_fact, convo(one_fact.opening or "", "How many apples are in each box?"))])
+    assert "Each box holds 4 apples." in (turn.text or "") and one_fact.goal in (turn.text or "")
+    [early] = sim(recap=True).respond([(TASK, convo(TASK.opening or "", "How many boxes are there?"))])
+    assert TASK.goal not in (early.text or "")  # two facts still withheld: no recap yet
+
+
+def test_unknown_mode_and_bad_give_up_are_refused() -> None:
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ShardedSimulator(mode="stingy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="probability"):
+        ShardedSimulator(give_up=1.5)
