@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--runs", type=int, default=1, help="conversations per task, with different seeds")
     ev.add_argument("--simulator", choices=["sharded", "llm"], default="sharded")
     ev.add_argument("--simulator-model", default=None, help="the model playing the user (--simulator llm)")
+    ev.add_argument("--user-mode", choices=["reveal", "withhold"], default="reveal",
+                    help="sharded user: reveal (Lost in Conversation) or withhold (facts only to questions about them)")
+    ev.add_argument("--give-up", type=float, default=0.0,
+                    help="sharded user in withhold mode: probability of ending after a wrong answer")
+    ev.add_argument("--recap", action="store_true",
+                    help="sharded user: restate the whole request once the last withheld fact is out")
     ev.add_argument("--system-prompt", default=None,
                     help="system prompt text, or a named one: proactive, ask, answer")
     ev.add_argument("--mode", choices=["sharded", "full", "concat"], default="sharded")
@@ -397,13 +403,19 @@ def _run_eval(args: argparse.Namespace, console: Console, out: Path, cache, wand
     from collab.simulators.registry import make_simulator
 
     sim_backend = load_backend(args.simulator_model, cache=cache) if args.simulator == "llm" else None
-    simulator = make_simulator(args.simulator, backend=sim_backend, max_turns=args.max_turns)
+    user_options = {"mode": args.user_mode, "give_up": args.give_up, "recap": args.recap}
+    if args.simulator == "llm" and (args.user_mode != "reveal" or args.give_up or args.recap):
+        raise CollabError("--user-mode, --give-up and --recap belong to the sharded user", where="--simulator",
+                          fix="drop them, or use --simulator sharded.")
+    simulator = make_simulator(args.simulator, backend=sim_backend, max_turns=args.max_turns,
+                               **(user_options if args.simulator == "sharded" else {}))
     settings = EvalSettings(
         tasks=args.tasks, split=args.split, limit=args.limit, task_seed=args.task_seed, runs=args.runs,
         mode=args.mode, max_turns=args.max_turns, seed=args.seed,
         system_prompt=resolve_system_prompt(args.system_prompt), max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, batch_size=args.batch_size, resamples=args.resamples,
-        simulator=f"{args.simulator}:{args.simulator_model or '-'}:max_turns={args.max_turns}",
+        simulator=f"{args.simulator}:{args.simulator_model or '-'}:max_turns={args.max_turns}"
+        + (":" + ",".join(f"{k}={v}" for k, v in user_options.items()) if args.simulator == "sharded" else ""),
         reward=RewardConfig() if args.mr else None,
     )
     results = evaluate(

@@ -254,7 +254,7 @@ def final_artifact(task: Task, messages: Conversation) -> str | None:
 def _behaviour(state: ConversationState, start: int) -> dict[str, float]:
     """Whether the candidate (the first assistant turn of the window) asked. For logs and data selection only:
     it is no part of the reward, and no label of the task is read."""
-    from collab.metrics.dialogue_acts import is_question
+    from collab.metrics.dialogue_acts import asks_user
 
-    asked = float(is_question(state.messages[start]["content"])) if len(state.messages) > start else 0.0
+    asked = float(asks_user(state.task, state.messages[start]["content"])) if len(state.messages) > start else 0.0
     return {"asked": asked}

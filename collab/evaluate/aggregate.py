@@ -108,6 +108,11 @@ def _always(row: Row) -> bool:
     return True
 
 
+def _facts_outstanding(row: Row) -> bool:
+    """The task withheld facts from its opening: its elicited share is defined (or failed, and counts as failed)."""
+    return bool(row.get("n_facts")) and (row["scores"].get("elicited") is not None or "elicited" in row["errors"])
+
+
 def _withheld(row: Row) -> bool:
     return bool(row.get("n_facts")) or bool(row["needs_clarification"])
 
@@ -118,7 +123,7 @@ BASE_METRICS: tuple[MetricSpec, ...] = (
                label="task metric | needs clarification"),
     MetricSpec("task_score_complete", lambda r: not r["needs_clarification"], _score("task_score"),
                label="task metric | complete task"),
-    MetricSpec("elicited_rate", lambda r: bool(r.get("n_facts")), _score("elicited"),
+    MetricSpec("elicited_rate", _facts_outstanding, _score("elicited"),
                label="withheld facts obtained by questions"),
     MetricSpec("ask_rate", lambda r: bool(r["needs_clarification"]), _score("asked"),
                label="asked | needs clarification"),

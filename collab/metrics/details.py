@@ -5,6 +5,10 @@ one of its accepted spellings. Matching ignores case and runs of whitespace and 
 not found in "Banana" and "3 pm" is not found in "13 pm". The value is 1.0 when every detail is present and 0.0
 otherwise: a reminder with the wrong day is a failed reminder, however many other details it got right. The share
 of details found is kept in the details as `recall`, for diagnosis.
+
+A list of guesses is no answer: when a required detail is a weekday or a clock time, a reply that also names another
+weekday or another time fails ("on Monday, Tuesday or Friday" does not carry "Friday"), so a policy cannot collect
+the credit by listing every value. Other kinds of detail (places, items) have no closed set of values to check.
 """
 
 from __future__ import annotations
@@ -25,12 +29,50 @@ def detail_present(spellings: tuple[str, ...], text: str) -> bool:
     return any(_pattern(s).search(text) for s in spellings)
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKDAY = re.compile(r"(?<![\w])(" + "|".join(WEEKDAYS) + r")s?(?![\w])", re.IGNORECASE)
+_CLOCK = re.compile(
+    r"(?<![\w:.])(\d{1,2})(?::([0-5]\d))?\s*(?:(a\.?\s?m\.?|p\.?\s?m\.?)(?![\w])|(?<=\d\d)(?![\w:]))",
+    re.IGNORECASE,
+)
+
+
+def _times(text: str) -> set[tuple[int, int] | tuple[int, int, int]]:
+    """Clock times in `text` as (hour 0-23, minute); a bare "9:00" is (9, 0, 21): either hour."""
+    found: set[tuple[int, int] | tuple[int, int, int]] = set()
+    for match in _CLOCK.finditer(text):
+        hour, minute, suffix = int(match.group(1)), int(match.group(2) or 0), (match.group(3) or "").lower()
+        if suffix:
+            if not 1 <= hour <= 12:
+                continue
+            found.add(((hour % 12) + (12 if suffix.startswith("p") else 0), minute))
+        elif match.group(2) is not None and hour <= 23:
+            found.add((hour, minute) if hour == 0 or hour >= 13 else (hour, minute, hour + 12))
+    return found
+
+
+def _competing(spellings: tuple[str, ...], text: str) -> bool:
+    """Whether `text` also names another value of the detail's kind (another weekday, another clock time)."""
+    days = {d.lower().removesuffix("s") for d in spellings if d.lower().removesuffix("s") in WEEKDAYS}
+    if days and {m.group(1).lower() for m in _WEEKDAY.finditer(text)} - days:
+        return True
+    wanted = {t for s in spellings for t in _times(s) if len(t) == 2}
+    if wanted:
+        for found in _times(text):
+            hours = set(found[::2]) if len(found) == 3 else {found[0]}
+            if not any((h, found[1]) in wanted for h in hours):
+                return True
+    return False
+
+
 def detail_success(task: Task, text: str) -> MetricResult:
     """1.0 when `text` contains every detail of `task.required`, else 0.0; a task without details cannot be scored."""
     if not task.required:
         return MetricResult.fail(f"task {task.id} has no required details to check")
     found = [detail_present(spellings, text) for spellings in task.required]
+    guessed = [s[0] for s in task.required if _competing(s, text)]
     return MetricResult(
-        float(all(found)),
-        details={"recall": sum(found) / len(found), "missing": [s[0] for s, ok in zip(task.required, found) if not ok]},
+        float(all(found) and not guessed),
+        details={"recall": sum(found) / len(found), "missing": [s[0] for s, ok in zip(task.required, found) if not ok],
+                 "competing": guessed},
     )

@@ -30,10 +30,12 @@ since "Is the answer 12?" attempts nothing:
         or a draft marker ("Here is the revised ...") with at least 25 words.
   qa:   the reference answer appears in a non-question sentence, or some declarative sentence remains after
         dropping fillers ("Sure, I can help"), hedges ("I'm not sure which one you mean") and requests.
-  message: a drafted message: after dropping questions, hedges, requests, pleasantries, statements of what the
-        assistant will do once the user answers ("Then I can write the note") and fillers that name no required
-        detail ("Sure!", but not "Hi Anna,"), at least 12 words remain, or at least 4 that include one of the
-        task's required details (a message names its recipient).
+  message: a drafted message: after dropping questions to the user, hedges, pleasantries, and statements of what
+        the assistant will do once the user answers ("Then I can write the note") or fillers ("Sure!") that name no
+        required detail, at least 12 words remain, or at least 4 that include one of the task's required details.
+        A question that opens by addressing the recipient or carries another required detail ("Hi Maya, could you
+        cover my shift on Saturday?") belongs to the message, so it is neither a question to the user nor dropped
+        (`in_message`); the first required detail of a message task is its recipient.
 """
 
 from __future__ import annotations
@@ -179,6 +181,35 @@ def is_question(text: str) -> bool:
     return bool(questions(text))
 
 
+def _addresses(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^(?:(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))[\s,!]+)?{re.escape(name)}\b",
+                      re.IGNORECASE)
+
+
+def in_message(task: Task, sentence: str) -> bool:
+    """For a message task: whether a question belongs to the drafted message rather than being put to the user.
+    It does when it opens by addressing the recipient ("Hi Maya, could you cover my shift?"; the recipient is the
+    first required detail) or carries another required detail ("Would you like lunch at the Harbor Grill?")."""
+    if task.kind != "message" or not task.required:
+        return False
+    from collab.metrics.details import detail_present
+
+    if any(_addresses(name).search(sentence) for name in task.required[0]):
+        return True
+    return any(detail_present(spellings, sentence) for spellings in task.required[1:])
+
+
+def user_questions(task: Task, text: str) -> list[str]:
+    """The questions of an assistant turn that are put to the user (`questions`, less those that belong to a drafted
+    message of a message task)."""
+    return [q for q in questions(text) if not in_message(task, q)]
+
+
+def asks_user(task: Task, text: str) -> bool:
+    """True when the turn asks the user for something, for this task (see `user_questions`)."""
+    return bool(user_questions(task, text))
+
+
 def _non_question_text(text: str) -> str:
     asked = set(questions(text))
     return "\n".join(s for s in sentences(strip_code(text)) if s not in asked and not s.endswith("?"))
@@ -310,17 +341,25 @@ _PLAN = re.compile(
 def _is_message_attempt(task: Task, text: str) -> bool:
     from collab.metrics.details import detail_present
 
-    def has_detail(sentence: str) -> bool:
-        return any(detail_present(spellings, sentence) for spellings in task.required)
+    def has_detail(sentence: str, *, beyond_recipient: bool = False) -> bool:
+        details = task.required[1:] if beyond_recipient else task.required
+        return any(detail_present(spellings, sentence) for spellings in details)
 
-    # A greeting that names a detail ("Hi Anna, the party is on Friday.") opens the message; a bare one does not.
-    kept = [
-        s for s in sentences(_non_question_text(text))
-        if not (_HEDGE.search(s) or _REQUEST.search(s) or _PLEASANTRY.search(s) or _PLAN.search(s))
-        and not (_FILLER.match(s) and not has_detail(s))
-    ]
-    words = sum(len(_words(s)) for s in kept)
-    return words >= 12 or (words >= 4 and any(has_detail(s) for s in kept))
+    def drafted(sentence: str) -> bool:
+        if sentence.endswith("?") or _REQUEST.search(sentence):
+            return in_message(task, sentence)  # "Hi Maya, could you cover my shift?" is the message itself
+        if _HEDGE.search(sentence) or _PLEASANTRY.search(sentence):
+            return False
+        # A greeting that names a detail ("Hi Anna, ...") opens the message; a bare one ("Sure!") does not. A plan
+        # ("Then I can write the note for Felix.") is no message unless it carries a detail beyond the recipient
+        # ("Felix, when you get a chance, remember the meeting at 7 pm.").
+        if _PLAN.search(sentence):
+            return has_detail(sentence, beyond_recipient=True)
+        return has_detail(sentence) or not _FILLER.match(sentence)
+
+    kept = [sentence for sentence in sentences(strip_code(text)) if drafted(sentence)]
+    words = sum(len(_words(sentence)) for sentence in kept)
+    return words >= 12 or (words >= 4 and any(has_detail(sentence) for sentence in kept))
 
 
 def _is_qa_attempt(task: Task, text: str) -> bool:
@@ -351,7 +390,7 @@ def is_answer_attempt(task: Task, text: str) -> bool:
 
 def classify_turn(task: Task, text: str) -> TurnAct:
     """"ask", "answer", "ask_and_answer" (a hedged attempt that also asks) or "other" (greetings, plans)."""
-    asks = is_question(text)
+    asks = asks_user(task, text)
     answers = is_answer_attempt(task, text)
     if asks and answers:
         return "ask_and_answer"

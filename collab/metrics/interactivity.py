@@ -6,8 +6,8 @@ Two measures:
                       need and avoided needless questions. Batched, strictly parsed, bounded re-asks, and a judge
                       that never produces a valid rating gives MetricResult.fail, never 0.
   elicitation_rate    a free rule-based proxy: the share of the withheld facts the assistant obtained by asking
-                      for them, discounted for questions that obtained nothing. It reads outcomes (what the user
-                      revealed), never a label of the task.
+                      for them, less 0.5 for each question that obtained nothing. It reads outcomes (what the
+                      user revealed), never a label of the task.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collab.chat import Conversation, Generation, Message, SamplingParams, messa
 from collab.jsonparse import JSONParseError, parse_json_object
 from collab.metrics.base import MetricResult
 from collab.metrics.behaviour import RevealRecord, revealed_per_user_turn
-from collab.metrics.dialogue_acts import is_question
+from collab.metrics.dialogue_acts import asks_user, classify_turn
 from collab.reasking import generate_with_reasks
 from collab.tasks.record import Task
 
@@ -163,7 +163,8 @@ class Elicitation:
         outstanding: Facts the user still held when that turn began (revealed before it: not outstanding).
         elicited: Outstanding facts first revealed in a user turn that directly answered an assistant question.
         questions: Asking assistant turns that the user answered (a question in the last turn has no outcome yet).
-        wasted: Of those, the ones whose answer revealed no fact (an irrelevant or needless question).
+        wasted: Of those, the turns that only asked (no answer attempt beside the question) and whose answer revealed
+            no fact: an irrelevant or needless question. A message that ends "Can you make it?" is not one.
     """
 
     outstanding: frozenset[int]
@@ -192,22 +193,22 @@ def elicitation(
     before: set[int] = set()
     elicited: set[int] = set()
     questions = wasted = 0
-    pending_question = False  # the previous turn was an asking assistant turn at or after `start`
+    pending: str | None = None  # the act of the previous assistant turn, when it asked at or after `start`
     rated = False  # an assistant turn at or after `start` has been seen; user turns before it are history
     for position, msg in turns:
         if msg["role"] == "assistant":
             rated = rated or position >= start
-            pending_question = rated and is_question(msg["content"])
+            pending = classify_turn(task, msg["content"]) if rated and asks_user(task, msg["content"]) else None
             continue
         fresh = next(per_user_turn)
         if not rated:
             before.update(fresh)
-        elif pending_question:
+        elif pending is not None:
             questions += 1
             new = set(fresh) - before - elicited
             elicited.update(new)
-            wasted += not new
-        pending_question = False
+            wasted += not new and pending == "ask"
+        pending = None
     outstanding = frozenset(range(len(task.facts))) - before
     return Elicitation(outstanding, frozenset(elicited & outstanding), questions, wasted)
 
@@ -215,14 +216,15 @@ def elicitation(
 def elicitation_rate(
     task: Task, conversation: Conversation, revealed: RevealRecord | None = None, *, start: int = 0
 ) -> MetricResult:
-    """Rule-based interactivity proxy, rated from the assistant turn at `conversation[start]` on (in MR: the
-    candidate's own turn; over a whole conversation: 0).
+    """Rule-based interactivity proxy in [-1, 1], rated from the assistant turn at `conversation[start]` on (in MR:
+    the candidate's own turn; over a whole conversation: 0).
 
     It credits what questions obtained, never the act of asking: the share of the facts the user still held that
-    the assistant's questions obtained (1.0 when the user held nothing back), halved for every answered question
-    that obtained nothing. So a relevant question on an underspecified request scores 1, a guess 0, an irrelevant
-    question ("I don't know") 0, and on a complete request answering scores 1 and each needless question halves it.
-    No label is read: what the user held is the task's facts, what was obtained is what the user revealed in reply.
+    the assistant's questions obtained (0 when the user held nothing back), minus 0.5 for every question that
+    obtained nothing. A reply that does not ask scores 0 on every task, so the proxy cannot stand in for the label
+    of whether the task needed a question: a relevant question on an underspecified request scores 1, a guess 0,
+    an irrelevant question -0.5, and on a complete request answering scores 0 and a needless question -0.5. What the
+    user held is the task's facts and what was obtained is what the user revealed in reply; no label is read.
     """
     if not any(m["role"] == "assistant" for m in conversation[start:]):
         return MetricResult.fail("no assistant turn to rate")
@@ -230,8 +232,7 @@ def elicitation_rate(
         trace = elicitation(task, conversation, revealed, start=start)
     except ValueError as exc:
         return MetricResult.fail(str(exc))
-    share = trace.share
-    value = (1.0 if share is None else share) * 0.5**trace.wasted
+    value = max(-1.0, (trace.share or 0.0) - 0.5 * trace.wasted)
     return MetricResult(value, details={
         "elicited": sorted(trace.elicited), "outstanding": sorted(trace.outstanding), "questions": trace.questions,
         "wasted_questions": trace.wasted,

@@ -20,7 +20,7 @@ guesses is handed the missing fact by its wrong answer and ends as well off as o
   5'. anything else -> the user asks for the result, volunteering nothing ("nudge").
 
 so the only way to a withheld fact is a question about it, and MR can tell asking from guessing by outcomes alone.
-With `recap`, the reply that hands over the last withheld fact also restates the whole request.
+With `recap` (either mode), the reply that hands over the last withheld fact also restates the whole request.
 
 The empty transcript gets the opening: `task.opening`, or the goal's first sentence ("opening").
 
@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 from collab.chat import Conversation
 from collab.metrics.behaviour import content_terms, revealed_per_user_turn
-from collab.metrics.dialogue_acts import classify_turn, questions
+from collab.metrics.dialogue_acts import classify_turn, user_questions
 from collab.simulators.base import SimulatorStats, UserSimulator, UserTurn
 from collab.tasks.record import Task
 
@@ -140,6 +140,17 @@ def rank_facts(query: str, facts: tuple[str, ...], candidates: list[int]) -> tup
     return best, best_score
 
 
+# A "when" question asks for a day or a time, a "where" question for a place; content words alone cannot see that,
+# since "when" and "where" carry no content of their own.
+_SLOT_WORDS = {"when": "day date time hour", "where": "place location venue"}
+_WH = re.compile(r"\b(when|where)\b", re.IGNORECASE)
+
+
+def with_slot_words(query: str) -> str:
+    """`query` plus the kinds of detail its when/where words ask for."""
+    return " ".join([query, *(_SLOT_WORDS[w.lower()] for w in _WH.findall(query))])
+
+
 def _default_is_correct(task: Task, text: str) -> bool:
     # Imported lazily: the scorer pulls in math-verify and the code sandbox, which a caller injecting its own
     # check does not need.
@@ -213,6 +224,8 @@ class ShardedSimulator(UserSimulator):
 
         def say(reason: str, reply: str, fact: int | None = None) -> UserTurn:
             now = sorted(revealed | ({fact} if fact is not None else set()))
+            if self.recap and fact is not None and remaining == [fact]:
+                reply = f"{reply} {rng.choice(RECAP).format(goal=task.goal)}"
             return UserTurn(reply, info={**info, "reason": reason, "fact_index": fact, "revealed": now})
 
         if act in ("answer", "ask_and_answer") and self._check(task, text, info):
@@ -220,14 +233,11 @@ class ShardedSimulator(UserSimulator):
         if user_turns >= self.max_turns:
             return end("turn_limit")
         if act in ("ask", "ask_and_answer"):
-            fact, score = rank_facts(" ".join(questions(text)), task.facts, remaining)
+            fact, score = rank_facts(with_slot_words(" ".join(user_questions(task, text))), task.facts, remaining)
             if fact is None:
                 return say("dont_know", rng.choice(DONT_KNOW))
             info["relevance"] = round(score, 4)
-            reply = rng.choice(ANSWER_TO_QUESTION).format(fact=task.facts[fact])
-            if self.recap and remaining == [fact]:
-                reply = f"{reply} {rng.choice(RECAP).format(goal=task.goal)}"
-            return say("reveal", reply, fact)
+            return say("reveal", rng.choice(ANSWER_TO_QUESTION).format(fact=task.facts[fact]), fact)
         if self.mode == "withhold":
             if act == "answer":
                 if rng.random() < self.give_up:

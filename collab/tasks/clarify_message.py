@@ -46,9 +46,10 @@ class Detail:
         spellings: What counts as the detail in a reply ("3 pm", "3pm", "15:00").
         clause: The words of the request that state it ("at 3 pm").
         vague: What the request says instead when the detail is withheld ("" to drop the clause).
-        fact: The sentence the user says when asked for it ("The time of the team meeting is 3 pm."). It names the
-            kind of detail (day, time, place) and the event, the words a question about it uses, because the
-            scripted user answers only questions that share a content word with the fact.
+        fact: The sentence the user says when asked for it ("The time is 7 pm."). It names the kind of detail
+            (day, time, place, present) and nothing else the request already says, so that the scripted user, who
+            answers only questions that share a content word with a fact, gives it to a question about that detail
+            ("What time is it?", "When is it?") and not to one about the event in general.
     """
 
     slot: str
@@ -87,25 +88,27 @@ def _clock(hour: int) -> tuple[str, tuple[str, ...]]:
     dotted = f"{suffix[0]}.m."
     spellings = (
         f"{twelve} {suffix}", f"{twelve}{suffix}", f"{twelve} {dotted}", f"{twelve}{dotted}",
-        f"{twelve}:00 {suffix}", f"{twelve}:00{suffix}", f"{twelve}:00 {dotted}", f"{hour:02d}:00", f"{hour}:00",
+        f"{twelve}:00 {suffix}", f"{twelve}:00{suffix}", f"{twelve}:00 {dotted}", f"{hour:02d}:00",
+        # A bare "9:00" is as often 9 pm: only the afternoon's 24-hour form ("15:00") is unambiguous.
+        *([f"{hour}:00"] if hour >= 13 else []),
     )
     return f"{twelve} {suffix}", tuple(dict.fromkeys(spellings))
 
 
-def _day(rng: random.Random, event: str) -> Detail:
+def _day(rng: random.Random) -> Detail:
     day = _pick(rng, DAYS)
-    return Detail("day", day, (day, f"{day}s"), f"on {day}", "", f"The day of the {event} is {day}.")
+    return Detail("day", day, (day, f"{day}s"), f"on {day}", "", f"The day is {day}.")
 
 
-def _time(rng: random.Random, event: str) -> Detail:
+def _time(rng: random.Random) -> Detail:
     value, spellings = _clock(_pick(rng, HOURS))
-    return Detail("time", value, spellings, f"at {value}", "", f"The time of the {event} is {value}.")
+    return Detail("time", value, spellings, f"at {value}", "", f"The time is {value}.")
 
 
-def _place(rng: random.Random, places: Sequence[str], event: str) -> Detail:
+def _place(rng: random.Random, places: Sequence[str]) -> Detail:
     place = _pick(rng, places)
     bare = place.removeprefix("the ")
-    return Detail("place", place, (bare,), f"at {place}", "", f"The place of the {event} is {place}.")
+    return Detail("place", place, (bare,), f"at {place}", "", f"The place is {place}.")
 
 
 def _item(rng: random.Random, items: Sequence[str], vague: str, fact: str) -> Detail:
@@ -122,12 +125,13 @@ def _item(rng: random.Random, items: Sequence[str], vague: str, fact: str) -> De
 
 _TRAIN_NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Felix", "Grace", "Hugo", "Olivia", "Samir")
 _TRAIN_PLACES = ("the Rose Garden", "Luigi's Pizzeria", "the town library", "Maple Park", "the Blue Door Cafe")
-_GIFTS = ("scarf", "cookbook", "flowers", "chocolates", "candle", "board game")
+_GIFTS = ("scarf", "cookbook", "flowers", "chocolates", "candle", "board game", "teapot", "photo album", "puzzle",
+          "backpack")
 
 
 def _meeting_reminder(rng: random.Random) -> Request:
     name = _pick(rng, _TRAIN_NAMES)
-    day, time = _day(rng, "team meeting"), _time(rng, "team meeting")
+    day, time = _day(rng), _time(rng)
     return Request(
         name, (day, time),
         lambda c: " ".join(["Write a short reminder for", name, "about the team meeting", *c]).strip() + ".",
@@ -137,7 +141,7 @@ def _meeting_reminder(rng: random.Random) -> Request:
 
 def _party_invitation(rng: random.Random) -> Request:
     name = _pick(rng, _TRAIN_NAMES)
-    day, place = _day(rng, "birthday party"), _place(rng, _TRAIN_PLACES, "birthday party")
+    day, place = _day(rng), _place(rng, _TRAIN_PLACES)
     return Request(
         name, (day, place),
         lambda c: " ".join(["Write a short invitation for", name, "to my birthday party", *c]).strip() + ".",
@@ -157,8 +161,8 @@ def _thank_you_note(rng: random.Random) -> Request:
 
 def _pickup_text(rng: random.Random) -> Request:
     name = _pick(rng, _TRAIN_NAMES)
-    place = _place(rng, ("the train station", "the airport", "the school gate", "the gym"), "pickup")
-    time = _time(rng, "pickup")
+    place = _place(rng, ("the train station", "the airport", "the school gate", "the gym"))
+    time = _time(rng)
     return Request(
         name, (place, time),
         lambda c: " ".join(["Write a short text telling", name, "that I will pick them up", *c]).strip() + ".",
@@ -176,7 +180,7 @@ _TEST_PLACES = ("the Harbor Grill", "Sunny Side Diner", "the Green Bowl", "Casa 
 
 def _appointment_confirmation(rng: random.Random) -> Request:
     name = _pick(rng, _TEST_NAMES)
-    day, time = _day(rng, "dentist appointment"), _time(rng, "dentist appointment")
+    day, time = _day(rng), _time(rng)
     return Request(
         name, (day, time),
         lambda c: " ".join([f"Write a short message confirming {name}'s dentist appointment", *c]).strip() + ".",
@@ -186,7 +190,7 @@ def _appointment_confirmation(rng: random.Random) -> Request:
 
 def _lunch_invite(rng: random.Random) -> Request:
     name = _pick(rng, _TEST_NAMES)
-    place, day = _place(rng, _TEST_PLACES, "lunch"), _day(rng, "lunch")
+    place, day = _place(rng, _TEST_PLACES), _day(rng)
     return Request(
         name, (place, day),
         lambda c: " ".join(["Write a short note inviting", name, "to lunch", *c]).strip() + ".",
@@ -196,7 +200,7 @@ def _lunch_invite(rng: random.Random) -> Request:
 
 def _class_reminder(rng: random.Random) -> Request:
     name = _pick(rng, _TEST_NAMES)
-    day, time = _day(rng, "yoga class"), _time(rng, "yoga class")
+    day, time = _day(rng), _time(rng)
     return Request(
         name, (day, time),
         lambda c: " ".join(["Write a short note reminding", name, "about the yoga class", *c]).strip() + ".",
@@ -206,7 +210,7 @@ def _class_reminder(rng: random.Random) -> Request:
 
 def _shift_swap(rng: random.Random) -> Request:
     name = _pick(rng, _TEST_NAMES)
-    day, time = _day(rng, "shift"), _time(rng, "shift")
+    day, time = _day(rng), _time(rng)
     return Request(
         name, (day, time),
         lambda c: " ".join(["Write a short message asking", name, "to cover my shift", *c]).strip() + ".",

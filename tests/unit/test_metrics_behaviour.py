@@ -309,7 +309,7 @@ def test_elicitation_credits_the_facts_questions_obtained_not_the_act_of_asking(
     assert elicitation_rate(CODE, volunteered).value == 0.5
     guessed = conv(CODE.opening or "", CODE_ANSWER, "Remove duplicates.")
     assert elicitation_rate(CODE, guessed).value == 0.0
-    # A question whose answer reveals nothing obtains nothing, and halves what the others obtained.
+    # A question whose answer reveals nothing obtains nothing, and costs 0.5.
     irrelevant = conv(CODE.opening or "", "Do you like Python?", "I don't know.",
                       "Should duplicates be removed?", "Remove duplicates.", "What order?", "Sort in descending order.")
     assert elicitation_rate(CODE, irrelevant).value == 0.5
@@ -318,15 +318,15 @@ def test_elicitation_credits_the_facts_questions_obtained_not_the_act_of_asking(
 def test_elicitation_ignores_facts_given_in_the_opening() -> None:
     task = MATH.model_copy(update={"opening": "Tom has 3 boxes. Each box holds 4 apples. How many apples?"})
     result = elicitation_rate(task, conv(task.opening or "", "Tom has 12 apples."))
-    assert result.value == 1.0 and result.details["outstanding"] == []
+    assert result.value == 0.0 and result.details["outstanding"] == []
 
 
-def test_elicitation_without_facts_rewards_answering_and_discounts_needless_questions() -> None:
-    assert elicitation_rate(QA, conv("Capital of France?", "Paris.")).value == 1.0
-    assert elicitation_rate(QA, conv("Capital of France?", "Which France?", "I don't know.", "Paris.")).value == 0.5
-    # The label is not read: a task marked as needing clarification but holding no facts scores the same.
+def test_elicitation_without_facts_charges_needless_questions_and_reads_no_label() -> None:
+    assert elicitation_rate(QA, conv("Capital of France?", "Paris.")).value == 0.0
+    assert elicitation_rate(QA, conv("Capital of France?", "Which France?", "I don't know.", "Paris.")).value == -0.5
+    # A reply that does not ask scores 0 whether or not the task is labelled as needing clarification.
     relabelled = QA.model_copy(update={"needs_clarification": True})
-    assert elicitation_rate(relabelled, conv("Capital?", "Paris.")).value == 1.0
+    assert elicitation_rate(relabelled, conv("Capital?", "Paris.")).value == 0.0
 
 
 def test_elicitation_is_rated_from_the_candidate_turn_on() -> None:
@@ -334,7 +334,7 @@ def test_elicitation_is_rated_from_the_candidate_turn_on() -> None:
     assert elicitation_rate(MATH, transcript).value == 1.0
     # From the last assistant turn on, the fact was already known: nothing outstanding, no question asked.
     later = elicitation_rate(MATH, transcript, start=3)
-    assert later.value == 1.0 and later.details["outstanding"] == []
+    assert later.value == 0.0 and later.details["outstanding"] == []
     guess_then_ask = conv(MATH.opening or "", "Tom has 7 apples.", "No.", "How many per box?",
                           "Each box holds 4 apples.")
     assert elicitation_rate(MATH, guess_then_ask, start=3).value == 1.0
@@ -344,7 +344,7 @@ def test_elicitation_is_rated_from_the_candidate_turn_on() -> None:
 
 def test_elicitation_uses_the_simulator_record_and_fails_explicitly() -> None:
     transcript = conv(MATH.opening or "", "How many per box?", "four in every one")
-    assert elicitation_rate(MATH, transcript).value == 0.0  # asked, but no fact recorded as revealed: wasted
+    assert elicitation_rate(MATH, transcript).value == -0.5  # asked, but no fact recorded as revealed: wasted
     assert elicitation_rate(MATH, transcript, revealed=[None, 0]).value == 1.0
     # A rollout's user_info: the reveal, then a final turn that ended the chat without a message.
     rollout_info = [{"reason": "reveal", "fact_index": 0}, {"reason": "turn_limit", "fact_index": None, "done": True}]

@@ -54,8 +54,8 @@ def test_window_zero_scores_the_candidate_alone_with_the_paper_formula(tiny_back
     tokens = tiny_backend.count_tokens("The answer is 36.")
     assert result.components["task"] == 1.0
     assert result.components["tokens"] == pytest.approx(-0.01 * tokens)
-    assert result.components["interactivity"] == 1.0  # answered a complete request directly
-    assert result.mr == pytest.approx(2.0 - 0.01 * tokens)
+    assert result.components["interactivity"] == 0.0  # asked nothing, obtained nothing: the same on every task
+    assert result.mr == pytest.approx(1.0 - 0.01 * tokens)
 
 
 def test_token_penalty_is_capped_at_minus_one(tiny_backend: HFBackend) -> None:
@@ -69,7 +69,7 @@ def test_weights_scale_the_components(tiny_backend: HFBackend) -> None:
     config = RewardConfig(window=0, samples=1, token_lambda=0.0, weights=RewardWeights(task=2.0, interactivity=0.5))
     [result] = MultiturnReward(tiny_backend, ShardedSimulator(), config).score(
         [Candidate(COMPLETE, history(COMPLETE), "The answer is 36.")])
-    assert result.mr == pytest.approx(2.0 * 1.0 + 0.5 * 1.0)
+    assert result.mr == pytest.approx(2.0 * 1.0 + 0.5 * 0.0)
 
 
 def test_asking_on_an_underspecified_task_beats_guessing(tiny_backend: HFBackend) -> None:
@@ -86,12 +86,12 @@ def test_asking_on_an_underspecified_task_beats_guessing(tiny_backend: HFBackend
     assert "12 apples" in ask.rollouts[0].messages[1]["content"]
 
 
-def test_a_needless_question_obtains_nothing_and_halves_interactivity(tiny_backend: HFBackend) -> None:
+def test_a_needless_question_obtains_nothing_and_costs_interactivity(tiny_backend: HFBackend) -> None:
     config = RewardConfig(window=1, samples=1, policy_max_new_tokens=4)
     [result] = MultiturnReward(tiny_backend, ShardedSimulator(), config).score(
         [Candidate(COMPLETE, history(COMPLETE), "Do you mean red apples?")])
     assert result.components["asked"] == 1.0
-    assert result.components["interactivity"] == 0.5  # the user had nothing to give: one wasted question
+    assert result.components["interactivity"] == -0.5  # the user had nothing to give: one wasted question
     assert "over_ask" not in result.components  # the reward knows outcomes, not the task's label
 
 

@@ -105,7 +105,8 @@ def test_answering_beats_a_needless_question_on_complete_requests_from_outcomes_
             [Candidate(task, _history(task), answer), Candidate(task, _history(task), "Which day is it on?")], window
         )
         assert mr_answer > 0.9
-        assert mr_answer > mr_question, (task.opening, mr_answer, mr_question)
+        # The needless question costs the turn it takes: its tokens, and the user's reply to read.
+        assert mr_answer - mr_question > 0.004, (task.opening, mr_answer, mr_question)
 
 
 def test_in_reveal_mode_a_wrong_answer_is_handed_the_fact_so_guessing_catches_up() -> None:
@@ -122,11 +123,23 @@ def test_in_reveal_mode_a_wrong_answer_is_handed_the_fact_so_guessing_catches_up
 
 
 def test_a_question_is_never_scored_as_the_answer() -> None:
-    """A rollout that ends on a question has no answer attempt: task 0, even if the question names every detail."""
-    task = COMPLETE[0]
-    details = ", ".join(task.metadata["details"].values())
-    name = task.required[0][0]
+    """A rollout that ends on a question has no answer attempt: task 0, even when the question names the answer."""
+    task = Task(id="apples", kind="math", goal="Tom has 3 boxes with 12 apples each. How many apples?",
+                opening="Tom has 3 boxes with 12 apples each. How many apples?", answer="36")
     reward = MultiturnReward(OracleMessagePolicy(TASKS), ShardedSimulator(mode="withhold"),
                              RewardConfig(window=0, samples=1, token_lambda=0.0, interactivity="none"))
-    [result] = reward.score([Candidate(task, _history(task), f"Should the note to {name} say {details}?")])
-    assert result.components["task"] == 0.0
+    [question, answer] = reward.score([Candidate(task, _history(task), "Is it 36?"),
+                                       Candidate(task, _history(task), "The answer is 36.")])
+    assert question.components["task"] == 0.0 and answer.components["task"] == 1.0
+
+
+def test_without_giving_up_a_guess_still_loses_at_window_one_and_never_obtains_the_detail() -> None:
+    """The gap comes from the rejected guess, not from the give-up coin: at window 1 the guess's next turn has no
+    detail to use, and the user's reply to the guess reveals nothing."""
+    reward = MultiturnReward(OracleMessagePolicy(TASKS), ShardedSimulator(max_turns=10, mode="withhold"),
+                             RewardConfig(window=1, samples=2, token_lambda=0.0, interactivity="none"))
+    for task in UNDERSPECIFIED:
+        ask, guess = reward.score([Candidate(task, _history(task), QUESTION_BY_SLOT[task.metadata["withheld"]]),
+                                   Candidate(task, _history(task), _guess(task))], seeds=[1, 2])
+        assert ask.mr is not None and guess.mr is not None and ask.mr - guess.mr > 0.9
+        assert all(info.get("fact_index") is None for r in guess.rollouts for info in r.user_info)
