@@ -61,21 +61,23 @@ class Detail:
 
 
 @dataclass(frozen=True)
-class Request:
-    """A request before it becomes a task: its recipient, its details in the order the request states them, and a
-    function that writes the request (or the reference message) from the clauses of its details."""
-
-    name: str
-    details: tuple[Detail, ...]
-    write: Callable[[Sequence[str]], str]
-    reference: str
-
-
-@dataclass(frozen=True)
 class Template:
+    """One kind of message.
+
+    Attributes:
+        name, family: The template's name and its split's family ("train" or "test").
+        names: Recipients to draw from.
+        request: The request, with `{name}` and `{details}` (the clauses of the details, in order).
+        details: Builders of the details the request may state, in the order it states them.
+        reference: A reference message, with `{name}` and one field per detail slot (`{day}`, `{time}`, ...).
+    """
+
     name: str
     family: Literal["train", "test"]
-    build: Callable[[random.Random], Request]
+    names: tuple[str, ...]
+    request: str
+    details: tuple[Callable[[random.Random], Detail], ...]
+    reference: str
 
 
 def _pick(rng: random.Random, options: Sequence[T]) -> T:
@@ -119,114 +121,57 @@ def _item(rng: random.Random, items: Sequence[str], vague: str, fact: str) -> De
     return Detail("item", item, (item, other), item, vague, fact.format(item=item if plural else f"a {item}"))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Train family
-# ----------------------------------------------------------------------------------------------------------------
-
 _TRAIN_NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Felix", "Grace", "Hugo", "Olivia", "Samir")
 _TRAIN_PLACES = ("the Rose Garden", "Luigi's Pizzeria", "the town library", "Maple Park", "the Blue Door Cafe")
+_PICKUP_PLACES = ("the train station", "the airport", "the school gate", "the gym")
 _GIFTS = ("scarf", "cookbook", "flowers", "chocolates", "candle", "board game", "teapot", "photo album", "puzzle",
           "backpack")
-
-
-def _meeting_reminder(rng: random.Random) -> Request:
-    name = _pick(rng, _TRAIN_NAMES)
-    day, time = _day(rng), _time(rng)
-    return Request(
-        name, (day, time),
-        lambda c: " ".join(["Write a short reminder for", name, "about the team meeting", *c]).strip() + ".",
-        f"Hi {name}, just a reminder that the team meeting is on {day.value} at {time.value}.",
-    )
-
-
-def _party_invitation(rng: random.Random) -> Request:
-    name = _pick(rng, _TRAIN_NAMES)
-    day, place = _day(rng), _place(rng, _TRAIN_PLACES)
-    return Request(
-        name, (day, place),
-        lambda c: " ".join(["Write a short invitation for", name, "to my birthday party", *c]).strip() + ".",
-        f"Hi {name}! You're invited to my birthday party on {day.value} at {place.value}.",
-    )
-
-
-def _thank_you_note(rng: random.Random) -> Request:
-    name = _pick(rng, _TRAIN_NAMES)
-    gift = _item(rng, _GIFTS, "present", "The present was {item}.")
-    return Request(
-        name, (gift,),
-        lambda c: f"Write a short thank-you note to {name} for the {c[0]}.",
-        f"Dear {name}, thank you so much for the lovely {gift.value}!",
-    )
-
-
-def _pickup_text(rng: random.Random) -> Request:
-    name = _pick(rng, _TRAIN_NAMES)
-    place = _place(rng, ("the train station", "the airport", "the school gate", "the gym"))
-    time = _time(rng)
-    return Request(
-        name, (place, time),
-        lambda c: " ".join(["Write a short text telling", name, "that I will pick them up", *c]).strip() + ".",
-        f"Hi {name}, I'll pick you up {place.clause} {time.clause}.",
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Test family: other kinds of message, other names, places and items
-# ----------------------------------------------------------------------------------------------------------------
-
+# The test family: other kinds of message, other names and places.
 _TEST_NAMES = ("Ines", "Jamal", "Keiko", "Lars", "Maya", "Nikolai", "Rosa", "Tomasz")
 _TEST_PLACES = ("the Harbor Grill", "Sunny Side Diner", "the Green Bowl", "Casa Verde")
 
 
-def _appointment_confirmation(rng: random.Random) -> Request:
-    name = _pick(rng, _TEST_NAMES)
-    day, time = _day(rng), _time(rng)
-    return Request(
-        name, (day, time),
-        lambda c: " ".join([f"Write a short message confirming {name}'s dentist appointment", *c]).strip() + ".",
-        f"Hello {name}, your dentist appointment is confirmed for {day.value} at {time.value}.",
-    )
+def _train_place(rng: random.Random) -> Detail:
+    return _place(rng, _TRAIN_PLACES)
 
 
-def _lunch_invite(rng: random.Random) -> Request:
-    name = _pick(rng, _TEST_NAMES)
-    place, day = _place(rng, _TEST_PLACES), _day(rng)
-    return Request(
-        name, (place, day),
-        lambda c: " ".join(["Write a short note inviting", name, "to lunch", *c]).strip() + ".",
-        f"Hi {name}, would you like to join me for lunch at {place.value} on {day.value}?",
-    )
+def _pickup_place(rng: random.Random) -> Detail:
+    return _place(rng, _PICKUP_PLACES)
 
 
-def _class_reminder(rng: random.Random) -> Request:
-    name = _pick(rng, _TEST_NAMES)
-    day, time = _day(rng), _time(rng)
-    return Request(
-        name, (day, time),
-        lambda c: " ".join(["Write a short note reminding", name, "about the yoga class", *c]).strip() + ".",
-        f"Hi {name}, don't forget the yoga class on {day.value} at {time.value}.",
-    )
+def _test_place(rng: random.Random) -> Detail:
+    return _place(rng, _TEST_PLACES)
 
 
-def _shift_swap(rng: random.Random) -> Request:
-    name = _pick(rng, _TEST_NAMES)
-    day, time = _day(rng), _time(rng)
-    return Request(
-        name, (day, time),
-        lambda c: " ".join(["Write a short message asking", name, "to cover my shift", *c]).strip() + ".",
-        f"Hi {name}, could you cover my shift on {day.value} at {time.value}?",
-    )
+def _gift(rng: random.Random) -> Detail:
+    return _item(rng, _GIFTS, "present", "The present was {item}.")
 
 
 TEMPLATES: tuple[Template, ...] = (
-    Template("meeting-reminder", "train", _meeting_reminder),
-    Template("party-invitation", "train", _party_invitation),
-    Template("thank-you-note", "train", _thank_you_note),
-    Template("pickup-text", "train", _pickup_text),
-    Template("appointment-confirmation", "test", _appointment_confirmation),
-    Template("lunch-invite", "test", _lunch_invite),
-    Template("class-reminder", "test", _class_reminder),
-    Template("shift-swap", "test", _shift_swap),
+    Template("meeting-reminder", "train", _TRAIN_NAMES,
+             "Write a short reminder for {name} about the team meeting {details}.", (_day, _time),
+             "Hi {name}, just a reminder that the team meeting is on {day} at {time}."),
+    Template("party-invitation", "train", _TRAIN_NAMES,
+             "Write a short invitation for {name} to my birthday party {details}.", (_day, _train_place),
+             "Hi {name}! You're invited to my birthday party on {day} at {place}."),
+    Template("thank-you-note", "train", _TRAIN_NAMES,
+             "Write a short thank-you note to {name} for the {details}.", (_gift,),
+             "Dear {name}, thank you so much for the lovely {item}!"),
+    Template("pickup-text", "train", _TRAIN_NAMES,
+             "Write a short text telling {name} that I will pick them up {details}.", (_pickup_place, _time),
+             "Hi {name}, I'll pick you up at {place} at {time}."),
+    Template("appointment-confirmation", "test", _TEST_NAMES,
+             "Write a short message confirming {name}'s dentist appointment {details}.", (_day, _time),
+             "Hello {name}, your dentist appointment is confirmed for {day} at {time}."),
+    Template("lunch-invite", "test", _TEST_NAMES,
+             "Write a short note inviting {name} to lunch {details}.", (_test_place, _day),
+             "Hi {name}, would you like to join me for lunch at {place} on {day}?"),
+    Template("class-reminder", "test", _TEST_NAMES,
+             "Write a short note reminding {name} about the yoga class {details}.", (_day, _time),
+             "Hi {name}, don't forget the yoga class on {day} at {time}."),
+    Template("shift-swap", "test", _TEST_NAMES,
+             "Write a short message asking {name} to cover my shift {details}.", (_day, _time),
+             "Hi {name}, could you cover my shift on {day} at {time}?"),
 )
 
 
@@ -235,13 +180,15 @@ def templates_for(split: str) -> tuple[Template, ...]:
     return tuple(t for t in TEMPLATES if t.family == split)
 
 
-def _make_task(request: Request, template: Template, underspecified: bool, task_id: str, rng: random.Random) -> Task:
+def _make_task(template: Template, underspecified: bool, task_id: str, rng: random.Random) -> Task:
+    name = _pick(rng, template.names)
+    details = [build(rng) for build in template.details]
     # One detail besides the recipient per request: the embedded 135M model carries two details into a short message
     # about half the time, three only a third of the time (docs/tasks.md), and the task must be winnable when complete.
-    detail = request.details[rng.randrange(len(request.details))]
+    detail = details[rng.randrange(len(details))]
 
     def write(clause: str) -> str:
-        text = request.write([clause if d is detail else d.vague for d in request.details])
+        text = template.request.format(name=name, details=" ".join(clause if d is detail else d.vague for d in details))
         return " ".join(text.split()).replace(" .", ".")
 
     goal = write(detail.clause)
@@ -251,8 +198,9 @@ def _make_task(request: Request, template: Template, underspecified: bool, task_
         "variant": "underspecified" if underspecified else "complete",
         "details": {detail.slot: detail.value},
     }
-    common = {"id": task_id, "kind": "message", "goal": goal, "answer": request.reference,
-              "required": ((request.name,), detail.spellings), "metadata": metadata}
+    reference = template.reference.format(name=name, **{d.slot: d.value for d in details})
+    common = {"id": task_id, "kind": "message", "goal": goal, "answer": reference,
+              "required": ((name,), detail.spellings), "metadata": metadata}
     if not underspecified:
         return Task(**common, opening=goal)
     metadata["withheld"] = detail.slot
@@ -273,7 +221,7 @@ def generate(split: str, count: int, seed: int = 0) -> list[Task]:
         template = family[(i // 2) % len(family)]
         task = None
         for _ in range(_ATTEMPTS):
-            candidate = _make_task(template.build(rng), template, i % 2 == 0, f"{NAME}-{split}-{i:05d}", rng)
+            candidate = _make_task(template, i % 2 == 0, f"{NAME}-{split}-{i:05d}", rng)
             if candidate.goal not in seen:
                 task = candidate
                 break
