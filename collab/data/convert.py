@@ -68,8 +68,6 @@ def dpo_rows(
         gap = chosen["mr"] - rejected["mr"]
         if gap <= 0 or gap < min_gap or chosen["text"] == rejected["text"]:
             continue
-        if chosen.get("truncated"):  # a reply cut off at the token limit is never the one to imitate (as in SFT)
-            continue
         if min_chosen_mr is not None and chosen["mr"] < min_chosen_mr:
             continue
         rows.append({"prompt": prompt, "chosen": [message("assistant", chosen["text"])],
