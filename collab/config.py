@@ -40,8 +40,11 @@ class BackendConfig(Section):
         base_url: Endpoint URL for `openai`, e.g. http://127.0.0.1:8000/v1. `base_url_env` takes precedence when set.
         base_url_env: Environment variable holding the endpoint URL (keeps cluster addresses out of recipes).
         api_key_env: Environment variable holding the API key. Keys are never written in recipes or run directories.
-        concurrency: Requests in flight at once (`openai`).
-        requests_per_minute: Client-side rate limit (`openai`); empty for none.
+        concurrency: Requests in flight at once (`openai`), per backend and process: a request waiting out a retry
+            backoff keeps its place, so a rate-limited endpoint is not sent more work meanwhile.
+        requests_per_minute: Client-side rate limit (`openai`), counting every attempt including retries; request
+            starts are spaced evenly 60 / requests_per_minute seconds apart. Empty for none. HTTP 429 answers are
+            retried (waiting `Retry-After` when sent, capped at 30 s) and counted in the backend's `rate_limited`.
         timeout_s: Per-request timeout (`openai`).
         max_retries: Retries on 429, 5xx, timeouts and malformed replies before a request counts as failed.
         max_wall_s: Upper bound on one request's time including retries.

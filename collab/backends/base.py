@@ -38,6 +38,9 @@ class BackendStats:
     cache_hits: int = 0
     failures: int = 0
     retries: int = 0
+    # HTTP 429 answers received (every attempt). Each was retried or ended as a failure named RateLimitError; a
+    # count that grows run after run says the recipe's concurrency / requests_per_minute exceed the provider's quota.
+    rate_limited: int = 0
     cost_usd: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
 
