@@ -31,6 +31,7 @@ def make_backend(
             dtype=config.dtype,
             gpu_memory_utilization=config.gpu_memory_utilization,
             tensor_parallel_size=config.tensor_parallel_size,
+            max_model_len=config.max_model_len,
             cache=cache,
         )
     from collab.backends.openai_backend import OpenAIBackend
