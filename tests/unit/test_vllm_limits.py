@@ -4,6 +4,7 @@ whole call when any prompt exceeds max_model_len."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +16,7 @@ from collab.backends.base import Request
 from collab.backends.length_guard import fit_conversation, prompt_tokens
 from collab.chat import Conversation, SamplingParams, message
 from collab.config import BackendConfig
-from collab.models import resolve_model
+from collab.models import merged_weights, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +113,33 @@ def test_a_vllm_backend_without_max_model_len_is_a_recipe_error_naming_the_fix()
     with pytest.raises(ValueError, match="needs `max_model_len`.*max_model_len: 16384"):
         BackendConfig(kind="vllm")
     assert BackendConfig(kind="vllm", max_model_len=8192).max_model_len == 8192
+
+
+def test_a_lora_stage_is_served_from_merged_weights_written_once(tmp_path: Path) -> None:
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base_dir = resolve_model("tiny-random-smollm2")
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                                LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    adapter = tmp_path / "sft" / "final"
+    peft_model.save_pretrained(adapter)
+
+    merged = merged_weights(str(adapter))
+
+    assert merged == str(tmp_path / "sft" / "final-merged")
+    assert (Path(merged) / "config.json").is_file() and (Path(merged) / "tokenizer_config.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "sft").iterdir()) == ["final", "final-merged"]  # no temp folder left
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(adapter))
+    with torch.no_grad():
+        expected = reference(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(merged)(ids).logits
+        bare_base = AutoModelForCausalLM.from_pretrained(base_dir)(ids).logits
+    assert torch.allclose(got, expected, atol=1e-4) and not torch.allclose(got, bare_base, atol=1e-4)
+
+    written = (Path(merged) / "config.json").stat().st_mtime_ns
+    assert merged_weights(str(adapter)) == merged  # the second call reuses it
+    assert (Path(merged) / "config.json").stat().st_mtime_ns == written
+    assert merged_weights(base_dir) == base_dir  # full weights are served as they are
