@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-import collab.backends.vllm_backend as vllm_backend
+from collab.backends import vllm_backend
 from collab.backends.base import Request
 from collab.backends.length_guard import fit_conversation, prompt_tokens
 from collab.chat import Conversation, SamplingParams, message
