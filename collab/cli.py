@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--signal-s", type=int, default=600,
                        help="seconds before the time limit at which jobs save and requeue (default 600)")
     slurm.add_argument("--port", type=int, default=None, help="rendezvous port (default: derived from the job id)")
-    slurm.add_argument("--vllm-tp", type=int, default=1, help="tensor parallel size of the vLLM server node")
+    slurm.add_argument("--vllm-tp", type=int, default=None,
+                       help="tensor parallel size of the vLLM server node (default: all its GPUs, data parallel 1)")
     slurm.add_argument("--scale-batch", action="store_true",
                        help="keep each stage's effective_batch_size on this many GPUs by adjusting "
                        "gradient_accumulation_steps (default: refuse a launch that would change it)")

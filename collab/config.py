@@ -40,8 +40,11 @@ class BackendConfig(Section):
         base_url: Endpoint URL for `openai`, e.g. http://127.0.0.1:8000/v1. `base_url_env` takes precedence when set.
         base_url_env: Environment variable holding the endpoint URL (keeps cluster addresses out of recipes).
         api_key_env: Environment variable holding the API key. Keys are never written in recipes or run directories.
-        concurrency: Requests in flight at once (`openai`).
-        requests_per_minute: Client-side rate limit (`openai`); empty for none.
+        concurrency: Requests in flight at once (`openai`), per backend and process: a request waiting out a retry
+            backoff keeps its place, so a rate-limited endpoint is not sent more work meanwhile.
+        requests_per_minute: Client-side rate limit (`openai`), counting every attempt including retries; request
+            starts are spaced evenly 60 / requests_per_minute seconds apart. Empty for none. HTTP 429 answers are
+            retried (waiting `Retry-After` when sent, capped at 30 s) and counted in the backend's `rate_limited`.
         timeout_s: Per-request timeout (`openai`).
         max_retries: Retries on 429, 5xx, timeouts and malformed replies before a request counts as failed.
         max_wall_s: Upper bound on one request's time including retries.
@@ -56,6 +59,11 @@ class BackendConfig(Section):
         dtype: Weights dtype (`hf`, `vllm`): auto, float32, bfloat16, float16.
         gpu_memory_utilization: Share of GPU memory vLLM may take.
         tensor_parallel_size: GPUs per vLLM engine.
+        max_model_len: Tokens per sequence, prompt and reply together (`vllm`; required there). vLLM otherwise
+            reserves KV-cache for the model's whole context (32k-128k), which wastes memory or fails to start. A state
+            longer than max_model_len - max_new_tokens loses its oldest turns (the system prompt and the latest turns
+            stay) and is counted in the backend's `prompts_truncated`; one that does not fit even so fails alone, as
+            `PromptTooLong`, and never sinks its batch.
     """
 
     kind: Literal["hf", "vllm", "openai"] = "hf"
@@ -74,11 +82,19 @@ class BackendConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(None, ge=64)
 
     @model_validator(mode="after")
     def _openai_needs_model(self) -> BackendConfig:
         if self.kind == "openai" and not self.model:
             raise ValueError("an openai backend needs `model`: the model name the endpoint serves")
+        if self.kind == "vllm" and self.max_model_len is None:
+            # Required rather than guessed: a good value depends on turns x reply lengths and on GPU memory.
+            raise ValueError(
+                "a vllm backend needs `max_model_len` (tokens per sequence, prompt + reply); add e.g. "
+                "`max_model_len: 16384` next to `kind: vllm` (at least max_turns x (user + policy max_new_tokens) "
+                "plus the task prompt)"
+            )
         return self
 
 

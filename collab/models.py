@@ -246,6 +246,46 @@ def load_model(name: str, *, dtype: str = "auto", device: str | None = None) -> 
     return model.to(device).eval()
 
 
+def merged_weights(path: str) -> str:
+    """Full weights vLLM can load for `path`: `path` itself, or for a LoRA adapter folder `<dir>/<name>` its merge
+    into `<dir>/<name>-merged` (e.g. `sft/final` -> `sft/final-merged`), written once and reused after.
+
+    Why: vLLM (and `trl vllm-serve`) load a model directory; a bare adapter folder has no config.json and no base
+    weights. Merging (peft `merge_and_unload`) gives the same logits as base + adapter. The merge is written to a
+    temporary folder and renamed into place, so a crash or a second process never leaves a half-written
+    `-merged` folder that later runs would trust.
+    """
+    src = Path(path)
+    if not ((src / "adapter_config.json").is_file() and not (src / "config.json").is_file()):
+        return path
+    target = src.parent / f"{src.name}-merged"
+    if (target / "config.json").is_file():
+        return str(target)
+    import shutil
+    import tempfile
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = _adapter_base(src)
+    with _unloadable(str(src), src, "LoRA adapter"):
+        model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+        model = PeftModel.from_pretrained(model, str(src)).merge_and_unload()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=src.parent))
+    try:
+        model.save_pretrained(tmp)
+        load_tokenizer(str(src)).save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process renamed its merge into place first; theirs is as good as ours
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
 def weights_revision(path: str) -> str:
     """A short identity of a model's weights: the hash of its safetensors index or file sizes and mtimes."""
     import hashlib

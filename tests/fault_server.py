@@ -51,7 +51,7 @@ class FaultConfig:
     rate_non_json: float = 0.0
     rate_empty_choices: float = 0.0
     rate_400: float = 0.0
-    retry_after: str = "1"  # Retry-After header value sent with every 429 (seconds or an HTTP-date)
+    retry_after: str | None = "1"  # Retry-After header sent with every 429 (seconds or an HTTP-date); None: none
     hang_s: float = 5.0  # how long a "hang" stalls before answering (cut short when the server stops)
     latency_s: float = 0.0  # added to every request, so concurrency is observable
     seed: int = 0
@@ -153,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(
                 429,
                 {"error": {"message": "injected rate limit", "type": "rate_limit_exceeded"}},
-                {"Retry-After": config.retry_after},
+                {"Retry-After": config.retry_after} if config.retry_after is not None else None,
             )
         elif outcome == "500":
             self._send_json(500, {"error": {"message": "injected server error", "type": "server_error"}})

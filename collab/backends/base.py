@@ -38,6 +38,11 @@ class BackendStats:
     cache_hits: int = 0
     failures: int = 0
     retries: int = 0
+    # HTTP 429 answers received (every attempt). Each was retried or ended as a failure named RateLimitError; a
+    # count that grows run after run says the recipe's concurrency / requests_per_minute exceed the provider's quota.
+    rate_limited: int = 0
+    # Prompts that lost their oldest turns to fit the engine's max_model_len (vllm); skipped ones are failures.
+    prompts_truncated: int = 0
     cost_usd: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
 

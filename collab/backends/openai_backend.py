@@ -3,7 +3,9 @@
 Why the retry loop lives here and not in the SDK: simulated users and judges issue thousands of calls per run, and a
 run must neither die on one flaky call nor hang on one stuck call. So the SDK's own retries are off and every request
 gets a bounded, observable policy: exponential backoff with jitter, `Retry-After` honoured, a per-attempt timeout, an
-optional hard wall-time bound, and retries counted in `stats.retries`. A request that still fails comes back as
+optional hard wall-time bound, and retries counted in `stats.retries`. A 429 (rate limited) is retried like a 5xx,
+counted in `stats.rate_limited`, and its `Retry-After` holds back every request start of the backend, not only its own
+retry, so one quota signal is not answered by a burst of further 429s. A request that still fails comes back as
 `Generation.failure("<Reason>: detail")`, never as an exception and never as an empty success.
 
 All requests of a batch run concurrently (bounded by a semaphore, optionally spaced by a requests-per-minute limiter)
@@ -191,6 +193,10 @@ class OpenAIBackend(Backend):
         # Flipped to False the first time the server rejects `response_format`, so later json_mode calls skip it.
         self.supports_response_format = True
         self._limiter = _RateLimiter(requests_per_minute) if requests_per_minute else None
+        # time.monotonic() before which no request of this backend starts: a 429's Retry-After speaks for the whole
+        # quota, so the requests waiting behind the one that got it wait too instead of each collecting its own 429.
+        # Only touched on the private loop's thread, hence no lock.
+        self._paused_until = 0.0
         self._loop_thread = _LoopThread()
         self._closed = False
         # The client (and its connection pool) belongs to the private loop, so it is created there.
@@ -251,6 +257,9 @@ class OpenAIBackend(Backend):
         while True:
             use_response_format = request.params.json_mode and self.supports_response_format
             try:
+                pause = self._paused_until - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 if self._limiter is not None:
                     await self._limiter.acquire()
                 async with asyncio.timeout(self.timeout_s):
@@ -272,6 +281,12 @@ class OpenAIBackend(Backend):
                     self.supports_response_format = True
                 retryable, wait_hint = self._classify(exc)
                 reason = self._reason(exc)
+                if isinstance(exc, openai.APIStatusError) and exc.status_code == 429:
+                    with self._stats_lock:
+                        self.stats.rate_limited += 1
+                    if wait_hint is not None:
+                        pause_until = time.monotonic() + min(wait_hint, self.backoff_max_s)
+                        self._paused_until = max(self._paused_until, pause_until)
                 if not retryable and not isinstance(exc, openai.APIStatusError):
                     log.warning("unexpected error from %s, not retried: %s", self.base_url, reason, exc_info=exc)
                 if not retryable or attempt >= self.max_retries:

@@ -23,14 +23,16 @@ def make_backend(
                                    prefix_cache_bytes=config.prefix_cache_mb * 2**20)
     if config.kind == "vllm":
         from collab.backends.vllm_backend import VLLMBackend
-        from collab.models import resolve_model
+        from collab.models import merged_weights, resolve_model
 
         return VLLMBackend(
             name=model,
-            model_path=resolve_model(model, where=f"{where}.model"),
+            # vLLM loads full weights only: a LoRA stage's adapter is merged once into `<stage>/final-merged`.
+            model_path=merged_weights(resolve_model(model, where=f"{where}.model")),
             dtype=config.dtype,
             gpu_memory_utilization=config.gpu_memory_utilization,
             tensor_parallel_size=config.tensor_parallel_size,
+            max_model_len=config.max_model_len,
             cache=cache,
         )
     from collab.backends.openai_backend import OpenAIBackend

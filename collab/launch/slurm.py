@@ -66,7 +66,9 @@ class SlurmOptions:
         shards: Array tasks of a data stage; default `nodes`.
         signal_s: Seconds before the time limit at which jobs get USR1 to save and requeue.
         port: Rendezvous port of multi-node training; empty derives one from the job id.
-        vllm_tp: Tensor parallel size of the vLLM server (its data parallel size is GPUs / this).
+        vllm_tp: Tensor parallel size of the vLLM server; its data parallel size is GPUs per node / this. Empty: all
+            GPUs of the server node (one tensor-parallel engine, data parallel 1), the right shape for the dense
+            models collab trains: TRL's weight sync then updates one engine, not 8 replicas each holding a full copy.
         scale_batch: Give stages that state effective_batch_size the gradient_accumulation_steps that keeps it on
             this many GPUs (an override of the job), instead of refusing a launch that would change it.
         sbatch_args: Extra sbatch options passed through (--account=..., --qos=..., --exclusive, ...).
@@ -81,7 +83,7 @@ class SlurmOptions:
     shards: int | None = None
     signal_s: int = 600
     port: int | None = None
-    vllm_tp: int = 1
+    vllm_tp: int | None = None
     scale_batch: bool = False
     sbatch_args: tuple[str, ...] = ()
 
@@ -99,7 +101,7 @@ class SlurmOptions:
             raise CollabError(f"--signal-s must be at least 1 (got {self.signal_s})")
         if self.port is not None and not 1024 <= self.port <= 65535:
             raise CollabError(f"--port must be between 1024 and 65535 (got {self.port})")
-        if self.vllm_tp < 1:
+        if self.vllm_tp is not None and self.vllm_tp < 1:
             raise CollabError(f"--vllm-tp must be at least 1 (got {self.vllm_tp})")
         if self.partition is not None and not re.fullmatch(r"[A-Za-z0-9_.,-]+", self.partition):
             raise CollabError(f"--partition '{self.partition}' is not a partition name",
@@ -223,8 +225,10 @@ class SlurmPlanner:
         if server and o.gpus_per_node == 0:
             raise CollabError(f"stage '{stage.label}' uses vLLM in server mode, which needs GPUs",
                               fix="give --gpus-per-node, or set the stage's trainer.vllm_mode to colocate.")
-        if server and o.gpus_per_node % o.vllm_tp:
-            raise CollabError(f"--vllm-tp {o.vllm_tp} does not divide --gpus-per-node {o.gpus_per_node}")
+        tp = o.vllm_tp or max(o.gpus_per_node, 1)
+        if server and o.gpus_per_node % tp:
+            raise CollabError(f"--vllm-tp {tp} does not divide --gpus-per-node {o.gpus_per_node}",
+                              fix="give a divisor of the GPUs per node, or leave --vllm-tp out (all of them).")
         nodes = o.nodes + (1 if server else 0)
         args = ["--recipe", str(self.recipe_path), "--run-dir", str(self.run_dir), "--stage", stage.label,
                 "--gpus-per-node", str(o.gpus_per_node), "--accelerate-config", stage.accelerate_config]
@@ -232,9 +236,9 @@ class SlurmPlanner:
         if server:
             model = str(self.run_dir / stage.init_from / "final") if stage.init_from else self.recipe.model.name
             port = int(stage.trainer.get("vllm_server_port", 8000))
-            args += ["--vllm-model", model, "--vllm-tp", str(o.vllm_tp), "--vllm-port", str(port)]
+            args += ["--vllm-model", model, "--vllm-tp", str(tp), "--vllm-port", str(port)]
             inside.append(f"last node: trl vllm-serve --model {shlex.quote(model)} --tensor_parallel_size "
-                          f"{o.vllm_tp} --data_parallel_size {o.gpus_per_node // o.vllm_tp} --port {port}")
+                          f"{tp} --data_parallel_size {o.gpus_per_node // tp} --port {port}")
         if o.port is not None:
             args += ["--port", str(o.port)]
         batch_note, batch_sets = self._batch(stage)

@@ -125,6 +125,13 @@ def test_vllm_server_mode_adds_a_node(recipe_path: Path, tmp_path: Path) -> None
     assert render([job], SlurmOptions(nodes=4, gpus_per_node=8)).count("5 nodes x 8 GPUs") == 1
 
 
+def test_vllm_server_defaults_to_tensor_parallel_over_the_whole_node(recipe_path: Path) -> None:
+    [job] = plan(recipe_path, stage="rl", nodes=2, gpus_per_node=8)
+    args = job.argv()[job.argv().index(str(job.script)) + 1:]
+    assert args[args.index("--vllm-tp") + 1] == "8"
+    assert "--tensor_parallel_size 8 --data_parallel_size 1 " in job.inside[0]
+
+
 def test_colocated_vllm_needs_no_extra_node(tmp_path: Path) -> None:
     path = tmp_path / "exp.yaml"
     path.write_text(RECIPE.format(out=tmp_path / "runs", vllm_mode="colocate"))

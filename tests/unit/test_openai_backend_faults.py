@@ -111,6 +111,60 @@ def test_retry_after_http_date_is_seconds_from_now() -> None:
     assert parse_retry_after(None) is None
 
 
+@pytest.mark.parametrize("retry_after", ["0.3", None], ids=["with-retry-after", "without-retry-after"])
+def test_a_few_429s_then_success_complete_every_request_and_are_counted(
+    server: FaultServer, make_backend: MakeBackend, retry_after: str | None
+) -> None:
+    # The first four arrivals are 429s (so some requests meet two in a row), then the server recovers.
+    server.config = FaultConfig(script=("429",) * 4, retry_after=retry_after, latency_s=0.02)
+    backend = make_backend(max_retries=4, concurrency=3, backoff_base_s=0.05, backoff_max_s=1.0)
+
+    start = time.monotonic()
+    results = backend.generate([convo(f"q{i}") for i in range(6)], SamplingParams())
+    elapsed = time.monotonic() - start
+
+    gens = [g for gens in results for g in gens]
+    assert [g.text for g in gens] == [f"echo 0: q{i}" for i in range(6)]
+    assert all(g.ok for g in gens)
+    assert server.stats.served == {"429": 4, "ok": 6}
+    assert backend.stats.rate_limited == 4 and backend.stats.retries == 4
+    assert backend.stats.failures == 0 and backend.stats.requests == 6
+    # With Retry-After 0.3 s: the first three 429s and then the fourth (met by a retry) each wait it out.
+    assert (0.6 if retry_after else 0.0) <= elapsed < 5.0
+
+
+def test_retry_after_of_one_429_holds_back_the_backends_other_request_starts(
+    server: FaultServer, make_backend: MakeBackend
+) -> None:
+    # q0 gets a 429 (Retry-After 0.3 s) while q1 is served; q2 takes q1's place but must not start before 0.3 s.
+    server.config = FaultConfig(script=("429",), retry_after="0.3", latency_s=0.05)
+    backend = make_backend(concurrency=2, backoff_max_s=1.0)
+
+    results = backend.generate([convo(f"s{i}") for i in range(3)], SamplingParams())
+
+    assert all(g.ok for gens in results for g in gens)
+    arrivals = server.stats.arrivals
+    assert len(arrivals) == 4 and arrivals[1] - arrivals[0] < 0.2
+    assert arrivals[2] - arrivals[0] >= 0.3
+    assert backend.stats.rate_limited == 1
+
+
+def test_429_beyond_the_retry_budget_is_a_named_failure_not_an_empty_success(
+    server: FaultServer, make_backend: MakeBackend
+) -> None:
+    server.config = FaultConfig(rate_429=1.0, retry_after="0")
+    backend = make_backend(max_retries=2)
+
+    [[gen]] = backend.generate([convo("again")], SamplingParams())
+
+    assert not gen.ok and gen.text == "" and gen.finish_reason == "error"
+    assert gen.error is not None and gen.error.startswith("RateLimitError: HTTP 429")
+    assert "after 3 attempts" in gen.error
+    assert server.stats.served == {"429": 3}
+    assert backend.stats.rate_limited == 3 and backend.stats.retries == 2
+    assert backend.stats.failure_reasons == {"RateLimitError": 1}
+
+
 def test_always_500_fails_after_exactly_max_retries_plus_one_attempts(
     server: FaultServer, make_backend: MakeBackend
 ) -> None:
@@ -206,6 +260,19 @@ def test_concurrency_limit_caps_requests_in_flight(server: FaultServer, make_bac
     assert server.stats.max_in_flight == 3
 
 
+def test_concurrency_cap_holds_while_requests_are_retried(server: FaultServer, make_backend: MakeBackend) -> None:
+    # Retries (429 and 500) re-enter the server; a request waiting out its backoff still holds its place.
+    server.config = FaultConfig(rate_429=0.3, rate_500=0.2, retry_after="0.05", latency_s=0.05, seed=3)
+    backend = make_backend(concurrency=4, max_retries=10)
+
+    results = backend.generate([convo(f"r{i}") for i in range(16)], SamplingParams())
+
+    assert all(g.ok for gens in results for g in gens)
+    assert server.stats.requests > 16  # some were retried
+    assert server.stats.max_in_flight == 4
+    assert backend.stats.rate_limited == server.stats.served["429"]
+
+
 def test_requests_per_minute_spaces_request_starts(server: FaultServer, make_backend: MakeBackend) -> None:
     backend = make_backend(requests_per_minute=300, concurrency=16)  # one request every 0.2 s
 
@@ -216,6 +283,19 @@ def test_requests_per_minute_spaces_request_starts(server: FaultServer, make_bac
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
     assert len(gaps) == 4 and min(gaps) >= 0.18, gaps
     assert arrivals[-1] - arrivals[0] >= 0.78
+
+
+def test_requests_per_minute_counts_retries_too(server: FaultServer, make_backend: MakeBackend) -> None:
+    # 2 requests, the first arrival a 429 with Retry-After 0: 3 attempts, all spaced by the 0.25 s budget.
+    server.config = FaultConfig(script=("429",), retry_after="0")
+    backend = make_backend(requests_per_minute=240, concurrency=2)
+
+    results = backend.generate([convo("x"), convo("y")], SamplingParams())
+
+    assert all(g.ok for gens in results for g in gens)
+    arrivals = server.stats.arrivals
+    assert len(arrivals) == 3
+    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) >= 0.23
 
 
 def test_usage_and_price_give_cost(server: FaultServer, make_backend: MakeBackend) -> None:

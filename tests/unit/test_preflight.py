@@ -47,7 +47,7 @@ def test_training_stages_need_no_endpoints(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed here")
 def test_a_vllm_backend_and_use_vllm_need_vllm_importable(tmp_path: Path) -> None:
-    r = recipe(tmp_path, policy={"kind": "vllm"},
+    r = recipe(tmp_path, policy={"kind": "vllm", "max_model_len": 4096},
                stages=[{"kind": "data"}, {"kind": "grpo", "init_from": None, "trainer": {"use_vllm": True}}])
     problems = environment_problems(r, environ={})
     assert [p.where for p in problems] == ["policy.kind", "stages.1 (stage 'grpo').trainer.use_vllm"]
