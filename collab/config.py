@@ -186,6 +186,38 @@ class JudgeConfig(Section):
     max_reasks: int = Field(2, ge=0, le=10)
 
 
+SERVE_BASE_URL_ENV = "COLLAB_SERVE_BASE_URL"  # set by slurm/serve.sh inside the job: http://NODE:PORT/v1
+SERVE_API_KEY_ENV = "COLLAB_SERVE_API_KEY"    # a per-job key the server checks, so other users' jobs cannot use it
+
+
+class ServeConfig(Section):
+    """A self-hosted user simulator and judge: `collab launch slurm` starts `vllm serve` on node(s) of its own.
+
+    With this section the backends of `roles` are pointed at the server (kind `openai`, base_url_env
+    COLLAB_SERVE_BASE_URL, the served model, no price), so the recipe needs no external API. Outside
+    `collab launch slurm`, run the server yourself and export COLLAB_SERVE_BASE_URL (docs/cluster.md).
+
+    Attributes:
+        model: Hub id or local path of the model to serve (the name requests use, too).
+        nodes: Nodes of the job that serve; each runs one `vllm serve` replica (requests are spread over them).
+        tensor_parallel_size: GPUs per replica; empty for all GPUs of a node (--gpus-per-node). Must divide them.
+        max_model_len: Longest conversation (prompt + reply, tokens) the server accepts; also bounds its KV cache.
+        port: Port of the server on its node(s).
+        gpu_memory_utilization: Share of each GPU vLLM may take.
+        roles: Which backends use the server: `simulator`, `judge` or both.
+        wait_s: Longest wait for the server to answer /v1/models before the job fails (model download and load).
+    """
+
+    model: str
+    nodes: int = Field(1, ge=1, le=16)
+    tensor_parallel_size: int | None = Field(None, ge=1)
+    max_model_len: int = Field(..., ge=256)
+    port: int = Field(8100, ge=1024, le=65535)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    roles: list[Literal["simulator", "judge"]] = Field(default_factory=lambda: ["simulator", "judge"], min_length=1)
+    wait_s: int = Field(1800, ge=30)
+
+
 class RewardWeights(Section):
     """Weights of the MR components: R* = task * R_task + tokens * R_tokens + interactivity * R_int."""
 
@@ -378,6 +410,7 @@ class Recipe(Section):
     judge: JudgeConfig = JudgeConfig()
     reward: RewardConfig = RewardConfig()
     tracking: TrackingConfig = TrackingConfig()
+    serve: ServeConfig | None = None
     stages: list[Stage] = []
 
     @model_validator(mode="after")
@@ -395,7 +428,22 @@ class Recipe(Section):
                         )
         if self.reward.interactivity == "judge" and self.judge.backend is None:
             raise ValueError("reward.interactivity is 'judge' but judge.backend is empty; set it or use 'elicitation'")
+        if self.serve is not None:
+            self._point_roles_at_server(self.serve)
         return self
+
+    def _point_roles_at_server(self, serve: ServeConfig) -> None:
+        """Aim the backends of serve.roles at the self-hosted server, keeping their limits (concurrency, retries)."""
+        for role in dict.fromkeys(serve.roles):
+            section = self.simulator if role == "simulator" else self.judge
+            if section.backend is None:
+                needs = "simulator.kind: llm and a simulator.backend" if role == "simulator" else "a judge.backend"
+                raise ValueError(f"serve.roles lists '{role}', but the recipe has no {role} backend to point at the "
+                                 f"server; drop '{role}' from serve.roles or give the recipe {needs}")
+            # An offline engine of the recipe's own (hf, vllm) would become an HTTP client of the server instead.
+            section.backend = section.backend.model_copy(update={
+                "kind": "openai", "model": serve.model, "base_url": None, "base_url_env": SERVE_BASE_URL_ENV,
+                "api_key_env": SERVE_API_KEY_ENV, "price_per_million": None})
 
     def stage(self, label: str) -> StageBase:
         for s in self.stages:

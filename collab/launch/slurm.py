@@ -7,6 +7,9 @@ Each stage becomes one job (a data stage two), chained with afterok dependencies
   uses vLLM in server mode (`use_vllm: true`, `vllm_mode: server`, no `vllm_server_base_url`);
 - eval stage -> slurm/eval.slurm on one node.
 
+With the recipe's `serve:` (a self-hosted user simulator / judge), every job that talks to them (data shards, online
+trainer stages, eval) gets `serve.nodes` more nodes, whose `vllm serve` the job starts and waits for (slurm/serve.sh).
+
 All jobs are requeueable, append to their log in RUN_DIR/logs/, and get USR1 `signal_s` seconds before their time
 limit so they can save and requeue (see slurm/train.slurm). Building the commands is separate from submitting
 them, so --dry-run shows exactly what would be submitted and tests need no cluster.
@@ -22,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collab.config import DataStage, EvalStage, Recipe, StageBase, TrainerStage, load_recipe
+from collab.config import DataStage, EvalStage, Recipe, ServeConfig, StageBase, TrainerStage, load_recipe
 from collab.errors import CollabError
 from collab.train.batch import batch_plan, check_effective_batch, scaled_accumulation
 from collab.launch import ACCELERATE_ARGS_ENV, accelerate_command, multinode_args, project_root
@@ -151,6 +154,37 @@ def vllm_server_node(stage: TrainerStage) -> bool:
     return bool(args.get("use_vllm")) and args.get("vllm_mode") == "server" and not args.get("vllm_server_base_url")
 
 
+# Trainer stages that roll conversations out against the simulated user (and judge) while training.
+_ONLINE_KINDS = ("online_dpo", "grpo", "rloo")
+
+
+def serve_nodes_needed(recipe: Recipe, stage: StageBase) -> int:
+    """Nodes a stage's job adds for the recipe's self-hosted simulator/judge: offline trainers never call them."""
+    if recipe.serve is None:
+        return 0
+    if isinstance(stage, TrainerStage) and stage.kind not in _ONLINE_KINDS:
+        return 0
+    return recipe.serve.nodes
+
+
+def serve_args(serve: ServeConfig, gpus_per_node: int, label: str) -> list[str]:
+    """The --serve-* options of the slurm scripts (parsed by slurm/serve.sh); refuses shapes vLLM cannot run."""
+    if gpus_per_node == 0:
+        raise CollabError(f"the recipe's serve: (stage '{label}') runs vllm serve, which needs GPUs",
+                          where="serve", fix="give --gpus-per-node, or drop serve: and point the simulator/judge "
+                          "backends at an OpenAI-compatible endpoint (base_url_env).")
+    tp = serve.tensor_parallel_size or gpus_per_node * serve.nodes
+    if tp % serve.nodes or tp // serve.nodes > gpus_per_node:
+        raise CollabError(
+            f"serve.tensor_parallel_size {tp} does not fit serve.nodes {serve.nodes} x --gpus-per-node "
+            f"{gpus_per_node}: each serving node takes an equal share of at most {gpus_per_node} GPUs",
+            where="serve.tensor_parallel_size",
+            fix=f"use a multiple of {serve.nodes} up to {gpus_per_node * serve.nodes}, or leave it empty for all GPUs.")
+    return ["--serve-model", serve.model, "--serve-nodes", str(serve.nodes), "--serve-tp", str(tp),
+            "--serve-max-len", str(serve.max_model_len), "--serve-port", str(serve.port),
+            "--serve-gpu-util", str(serve.gpu_memory_utilization), "--serve-wait-s", str(serve.wait_s)]
+
+
 def slurm_dir() -> Path:
     return project_root() / "slurm"
 
@@ -210,11 +244,26 @@ class SlurmPlanner:
         if o.time:
             opts.append(f"--time={o.time}")
         opts += [f"--chdir={self.cwd}", f"--output={self.logs / out}", "--open-mode=append", "--requeue",
-                 f"--signal=B:USR1@{o.signal_s}", *o.sbatch_args]
+                 f"--signal=B:USR1@{o.signal_s}", f"--export=ALL,COLLAB_SLURM_DIR={slurm_dir()}", *o.sbatch_args]
         return opts
 
     def _job_name(self, stage: StageBase, suffix: str = "") -> str:
         return f"collab-{self.recipe.name}-{stage.label}{suffix}"
+
+    def _serve(self, stage: StageBase) -> tuple[int, list[str], list[str]]:
+        """Extra nodes, --serve-* script options and the dry-run note of a stage's self-hosted simulator/judge."""
+        extra = serve_nodes_needed(self.recipe, stage)
+        if not extra:
+            return 0, [], []
+        serve = self.recipe.serve
+        assert serve is not None
+        args = serve_args(serve, self.opt.gpus_per_node, stage.label)
+        tp = args[args.index("--serve-tp") + 1]
+        where = "last node" if extra == 1 else f"last {extra} nodes"
+        note = (f"{where}: vllm serve {shlex.quote(serve.model)} --port {serve.port} --tensor-parallel-size {tp} "
+                f"--max-model-len {serve.max_model_len} (user simulator/judge for {', '.join(serve.roles)}); the "
+                f"step starts once /v1/models answers (at most {serve.wait_s}s), with COLLAB_SERVE_BASE_URL set")
+        return extra, args, [note]
 
     def _set_args(self) -> list[str]:
         return [arg for o in self.overrides for arg in ("--set", o)]
@@ -229,10 +278,10 @@ class SlurmPlanner:
         if server and o.gpus_per_node % tp:
             raise CollabError(f"--vllm-tp {tp} does not divide --gpus-per-node {o.gpus_per_node}",
                               fix="give a divisor of the GPUs per node, or leave --vllm-tp out (all of them).")
-        nodes = o.nodes + (1 if server else 0)
+        serve_extra, serve_opts, inside = self._serve(stage)
+        nodes = o.nodes + (1 if server else 0) + serve_extra
         args = ["--recipe", str(self.recipe_path), "--run-dir", str(self.run_dir), "--stage", stage.label,
-                "--gpus-per-node", str(o.gpus_per_node), "--accelerate-config", stage.accelerate_config]
-        inside = []
+                "--gpus-per-node", str(o.gpus_per_node), "--accelerate-config", stage.accelerate_config, *serve_opts]
         if server:
             model = str(self.run_dir / stage.init_from / "final") if stage.init_from else self.recipe.model.name
             port = int(stage.trainer.get("vllm_server_port", 8000))
@@ -278,13 +327,15 @@ class SlurmPlanner:
     def _data(self, stage: DataStage, after: int | None, first_index: int) -> list[Job]:
         o = self.opt
         shards = o.shards or o.nodes
+        serve_extra, serve_opts, serve_note = self._serve(stage)  # each array task starts its own server
         shard_job = Job(
             stage.label, slurm_dir() / "data.slurm",
-            self._common(self._job_name(stage), 1, o.gpus_per_node, cpus=o.cpus, array=f"0-{shards - 1}"),
-            ["shard", str(self.recipe_path), "--stage", stage.label, *self._set_args()],
-            nodes=1, gpus_per_node=o.gpus_per_node, tasks=shards, after=after,
-            inside=[(f"each of {shards} array tasks: collab data {self.recipe_path.name} "
-                     "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")],
+            self._common(self._job_name(stage), 1 + serve_extra, o.gpus_per_node, cpus=o.cpus,
+                         array=f"0-{shards - 1}"),
+            ["shard", str(self.recipe_path), "--stage", stage.label, *serve_opts, *self._set_args()],
+            nodes=1 + serve_extra, gpus_per_node=o.gpus_per_node, tasks=shards, after=after,
+            inside=[*serve_note, (f"each of {shards} array tasks: collab data {self.recipe_path.name} "
+                                  "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")],
         )
         merge_opts = self._common(self._job_name(stage, "-merge"), 1, 0, cpus=1)
         merge_job = Job(f"{stage.label} (merge)", slurm_dir() / "data.slurm", merge_opts,
@@ -294,13 +345,15 @@ class SlurmPlanner:
 
     def _eval(self, stage: EvalStage, after: int | None) -> Job:
         o = self.opt
-        args = ["--recipe", str(self.recipe_path), "--run-dir", str(self.run_dir), "--stage", stage.label]
+        serve_extra, serve_opts, inside = self._serve(stage)
+        args = ["--recipe", str(self.recipe_path), "--run-dir", str(self.run_dir), "--stage", stage.label,
+                *serve_opts]
         if self.overrides:
             args += ["--", *self._set_args()]
         return Job(stage.label, slurm_dir() / "eval.slurm",
-                   self._common(self._job_name(stage), 1, o.gpus_per_node, cpus=o.cpus), args,
-                   nodes=1, gpus_per_node=o.gpus_per_node, after=after,
-                   inside=[f"one node: collab train {self.recipe_path.name} --stage {stage.label}"])
+                   self._common(self._job_name(stage), 1 + serve_extra, o.gpus_per_node, cpus=o.cpus), args,
+                   nodes=1 + serve_extra, gpus_per_node=o.gpus_per_node, after=after,
+                   inside=[*inside, f"one node: collab train {self.recipe_path.name} --stage {stage.label}"])
 
 
 # --- showing and submitting ---------------------------------------------------------------------------------------

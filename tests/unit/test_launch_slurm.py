@@ -292,12 +292,25 @@ if [[ "$1 $2" == "show hostnames" ]]; then printf '%s\\n' $FAKE_NODES; fi
 """,
     "collab": """#!/usr/bin/env bash
 echo "collab $* | args=$COLLAB_ACCELERATE_ARGS | cfg=${COLLAB_ACCELERATE_CONFIG:-} | vllm=${COLLAB_VLLM_HOST:-}" \
-  >> "$FAKE_LOG"
+  "| serve=${COLLAB_SERVE_BASE_URL:-}" >> "$FAKE_LOG"
 exit "${FAKE_RC:-0}"
 """,
     "trl": """#!/usr/bin/env bash
 echo "trl $*" >> "$FAKE_LOG"
 exec sleep 30
+""",
+    "vllm": """#!/usr/bin/env bash
+echo "vllm $* | key=${VLLM_API_KEY:+set}" >> "$FAKE_LOG"
+exec sleep 30
+""",
+    # curl: /v1/models answers from the second poll on (FAKE_CURL=never: never), as a loading server would.
+    "curl": """#!/usr/bin/env bash
+echo "curl ${*: -1}" >> "$FAKE_LOG"
+[[ "${FAKE_CURL:-}" != never ]] && (( $(grep -c '^curl' "$FAKE_LOG") >= 2 ))
+""",
+    "sleep": """#!/usr/bin/env bash
+[[ "$1" == 10 ]] && exit 0   # the poll interval of serve.sh: no real waiting in tests
+exec /bin/sleep "$@"
 """,
 }
 
@@ -381,3 +394,94 @@ def test_sbatch_errors_get_the_fix_that_matches_their_cause(recipe_path: Path, s
 
     message = str(error.value)
     assert message.split("Fix: ")[1].startswith(expected), message
+
+
+# --- the self-hosted user simulator / judge (recipe section serve:) -----------------------------------------------
+
+SERVE = """\
+simulator:
+  kind: llm
+  backend: {kind: openai, model: gpt-4o-mini, base_url_env: COLLAB_SIMULATOR_BASE_URL, concurrency: 64}
+judge:
+  backend: {kind: openai, model: gpt-4o, base_url_env: COLLAB_JUDGE_BASE_URL, price_per_million: [2.5, 10.0]}
+reward: {interactivity: judge}
+serve: {model: Qwen/Qwen2.5-72B-Instruct, max_model_len: 16384}
+"""
+
+
+@pytest.fixture
+def serve_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(SERVE + RECIPE.format(out=tmp_path / "runs" / "exp", vllm_mode="colocate"))
+    return path
+
+
+def test_serve_points_simulator_and_judge_at_the_server_keeping_their_limits(serve_recipe: Path) -> None:
+    recipe = load_recipe(serve_recipe)
+    for backend in (recipe.simulator.backend, recipe.judge.backend):
+        assert backend is not None
+        assert (backend.kind, backend.model, backend.base_url_env, backend.api_key_env, backend.price_per_million) == (
+            "openai", "Qwen/Qwen2.5-72B-Instruct", "COLLAB_SERVE_BASE_URL", "COLLAB_SERVE_API_KEY", None)
+    assert recipe.simulator.backend.concurrency == 64
+
+
+def test_serve_for_a_role_without_a_backend_names_the_key_and_the_fix(serve_recipe: Path) -> None:
+    with pytest.raises(CollabError, match=r"serve.roles lists 'simulator'.*drop 'simulator' from serve.roles"):
+        load_recipe(serve_recipe, ["simulator={kind: sharded}"])
+
+
+def test_serve_adds_a_server_node_to_jobs_that_call_the_simulator_only(serve_recipe: Path) -> None:
+    data, merge, dpo, rl, ev = plan(serve_recipe, nodes=2)
+    assert [j.nodes for j in (data, merge, dpo, rl, ev)] == [2, 1, 2, 3, 2]  # dpo is offline: no server
+    for job in (data, rl, ev):
+        args = job.script_args
+        assert args[args.index("--serve-model") + 1] == "Qwen/Qwen2.5-72B-Instruct"
+        assert args[args.index("--serve-tp") + 1] == "8"          # all GPUs of the serving node
+        assert args[args.index("--serve-max-len") + 1] == "16384"
+        assert option(job.argv(), "nodes") == str(job.nodes)
+        assert option(job.argv(), "export") == f"ALL,COLLAB_SLURM_DIR={ROOT / 'slurm'}"
+        assert any("vllm serve Qwen/Qwen2.5-72B-Instruct --port 8100 --tensor-parallel-size 8 --max-model-len 16384"
+                   in line for line in job.inside)
+    assert not any(a.startswith("--serve") for a in dpo.script_args)
+
+
+def test_serve_tensor_parallel_that_does_not_fit_the_nodes_is_refused_with_the_range(serve_recipe: Path) -> None:
+    with pytest.raises(CollabError, match=r"serve.tensor_parallel_size: .*12 does not fit.*up to 8"):
+        plan(serve_recipe, ["serve.tensor_parallel_size=12"], stage="rl")
+
+
+def test_serve_needs_gpus(serve_recipe: Path) -> None:
+    with pytest.raises(CollabError, match=r"serve: .*needs GPUs.*--gpus-per-node"):
+        plan(serve_recipe, stage="eval", gpus_per_node=0)
+
+
+SERVE_ARGS = ["--serve-model", "org/sim", "--serve-nodes", "1", "--serve-tp", "8", "--serve-max-len", "16384",
+              "--serve-port", "8100", "--serve-gpu-util", "0.9", "--serve-wait-s", "30"]
+
+
+def test_train_slurm_starts_vllm_serve_on_its_own_node_and_waits_for_v1_models(tmp_path: Path) -> None:
+    code, calls = run_train_slurm(
+        tmp_path, ["--recipe", "r.yaml", "--run-dir", str(tmp_path / "run"), "--stage", "rl", "--gpus-per-node",
+                   "8", *SERVE_ARGS], FAKE_NODES="n1 n2 n3", COLLAB_SLURM_DIR=str(ROOT / "slurm"))
+    assert code == 0, calls
+    [server] = [c for c in calls if c.startswith("srun") and "vllm serve" in c]
+    assert "--nodelist=n3" in server
+    assert ("vllm serve org/sim --host 0.0.0.0 --port 8100 --tensor-parallel-size 8 --max-model-len 16384 "
+            "--gpu-memory-utilization 0.9") in server
+    [vllm] = [c for c in calls if c.startswith("vllm")]
+    assert vllm.endswith("key=set")  # the per-job key reaches the server through VLLM_API_KEY
+    polls = [i for i, c in enumerate(calls) if c == "curl http://n3:8100/v1/models"]
+    [train] = [i for i, c in enumerate(calls) if c.startswith("srun") and "collab-train" in c]
+    assert len(polls) == 2 and polls[-1] < train  # training starts only once the server answered
+    assert "--nodes=2 --ntasks=2" in calls[train] and "--nodelist=n1,n2" in calls[train]
+    [collab] = [c for c in calls if c.startswith("collab")]
+    assert collab.endswith("serve=http://n3:8100/v1")
+
+
+def test_train_slurm_fails_clearly_when_the_server_never_answers(tmp_path: Path) -> None:
+    code, calls = run_train_slurm(
+        tmp_path, ["--recipe", "r.yaml", "--run-dir", str(tmp_path / "run"), "--stage", "rl", "--gpus-per-node",
+                   "8", *SERVE_ARGS[:-1], "0"], FAKE_NODES="n1 n2", FAKE_CURL="never",
+        COLLAB_SLURM_DIR=str(ROOT / "slurm"))
+    assert code == 1
+    assert not any(c.startswith("collab") for c in calls)
