@@ -106,18 +106,33 @@ def _settings_lines(results: dict[str, Any]) -> list[str]:
     return parts
 
 
+def _asked_and_solved(row: dict[str, Any]) -> bool:
+    scores = row.get("scores") or {}
+    return bool(scores.get("elicited")) and scores.get("task_score") == 1.0
+
+
+def _failed_task(row: dict[str, Any]) -> bool:
+    return bool(row.get("failed")) or (row.get("scores") or {}).get("task_score") == 0.0
+
+
 def example_conversations(rows: Sequence[dict[str, Any]], *, max_chars: int = 400) -> list[tuple[str, list[str]]]:
-    """The first saved conversation of each model (run 0 of its first task), each turn cut to `max_chars`:
-    numbers are easier to trust next to what produced them."""
-    first: dict[str, dict[str, Any]] = {}
+    """Per model, in task order: the first conversation whose questions obtained a withheld fact and that ended
+    with a right answer, and the first that failed (the first conversation when there is neither), each turn cut
+    to `max_chars`: numbers are easier to trust next to what produced them, the good and the bad."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
     for row in sorted(rows, key=lambda r: (str(r["task_id"]), int(r["run"]))):
-        first.setdefault(row["model"], row)
+        by_model.setdefault(row["model"], []).append(row)
+    chosen = []
+    for model_rows in by_model.values():
+        picks = [next((r for r in model_rows if wanted(r)), None) for wanted in (_asked_and_solved, _failed_task)]
+        chosen.extend([r for r in picks if r is not None] or model_rows[:1])
     examples = []
-    for model, row in first.items():
+    for row in chosen:
         scores = row.get("scores") or {}
         title = (
-            f"{model} on task {row['task_id']} (run {row['run']}, needs clarification: {row['needs_clarification']}, "
-            f"task_score: {scores.get('task_score')}, asked: {scores.get('asked')}"
+            f"{row['model']} on task {row['task_id']} (run {row['run']}, needs clarification: "
+            f"{row['needs_clarification']}, task_score: {scores.get('task_score')}, asked: {scores.get('asked')}, "
+            f"elicited: {scores.get('elicited')}"
             + (f", failed: {row['failed']}" if row.get("failed") else "")
             + ")"
         )

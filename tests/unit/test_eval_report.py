@@ -99,3 +99,17 @@ def test_wandb_mode_follows_the_environment_first() -> None:
     assert wandb_mode(offline, {"WANDB_MODE": "disabled"}) == "disabled"
     assert wandb_mode(TrackingConfig(), {"WANDB_MODE": "dryrun"}) == "offline"
     assert wandb_mode(None, {}) == "disabled"
+
+
+def test_examples_show_a_question_that_obtained_the_fact_and_a_failure_per_model() -> None:
+    from collab.evaluate.report import example_conversations
+
+    rows = [
+        {**_row("tuned", "a", True, 1.0, 0.0)},
+        {**_row("tuned", "b", True, 1.0, 1.0)},
+        {**_row("tuned", "c", False, 0.0, 1.0)},
+    ]
+    titles = [title for title, _ in example_conversations(rows)]
+    assert len(titles) == 2
+    assert titles[0].startswith("tuned on task b") and "elicited: 1.0" in titles[0]
+    assert titles[1].startswith("tuned on task a") and "task_score: 0.0" in titles[1]
