@@ -13,8 +13,8 @@ from collab.models import embedded_model_dir
 
 pytestmark = pytest.mark.integration
 
-METRICS = {"task_score", "ask_rate", "over_ask_rate", "action_accuracy", "action_macro_f1", "premature_answer_rate",
-           "turns", "tokens"}
+METRICS = {"task_score", "task_score_underspecified", "task_score_complete", "elicited_rate", "ask_rate",
+           "over_ask_rate", "action_accuracy", "action_macro_f1", "premature_answer_rate", "turns", "tokens"}
 
 
 def test_smollm2_vs_tiny_random_on_clarify_math_writes_every_report(tmp_path: Path) -> None:
