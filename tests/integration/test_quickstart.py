@@ -1,5 +1,5 @@
 """The quickstart recipe, shrunk: `collab train recipes/quickstart.yaml` on the real SmolLM2 with a handful of tasks
-and steps runs data -> dpo -> eval -> transfer and writes the report with every field the README's table uses.
+and steps runs data -> dpo -> eval and writes the report with every field the README's table uses.
 
 It proves the pipeline, not the learning: the learning claim rests on the full run in docs/quickstart.md."""
 
@@ -16,9 +16,10 @@ pytestmark = pytest.mark.integration
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
 SHRINK = [
     "tasks.limit=4", "stages.data.max_new_tokens=24", "reward.policy_max_new_tokens=24",
+    # Four requests are too few for the recipe's pair filters to keep a pair reliably; the pipeline needs one.
+    "stages.data.min_gap=0.0", "stages.data.min_chosen_mr=null", "stages.data.balance_actions=false",
     "stages.dpo.trainer.max_steps=2", "stages.dpo.trainer.save_steps=2", "stages.dpo.trainer.logging_steps=1",
     "stages.eval.limit=4", "stages.eval.max_new_tokens=24",
-    "stages.transfer.limit=2", "stages.transfer.max_new_tokens=24", "stages.transfer.max_turns=1",
 ]
 
 
@@ -28,21 +29,21 @@ def test_shrunk_quickstart_trains_and_reports_base_against_trained(tmp_path: Pat
 
     run = tmp_path / "run"
     stats = json.loads((run / "data" / "stats.json").read_text())
-    assert stats["conversations"] == 4 and stats["candidates"] == 8 and stats["failed_candidates"] == 0
+    assert stats["conversations"] == 4 and stats["candidates"] == 16 and stats["failed_candidates"] == 0
     assert json.loads((run / "dpo" / "DONE").read_text())["global_step"] == 2
-    for stage, tasks in (("eval", 4), ("transfer", 2)):
-        results = json.loads((run / stage / "results.json").read_text())
-        assert sorted(results["models"]) == ["dpo", "smollm2-135m-instruct"]
-        for metrics in results["models"].values():
-            assert metrics["task_score"]["n"] == tasks and metrics["mr"]["n"] == tasks
-            assert metrics["mr"]["ci_low"] <= metrics["mr"]["mean"] <= metrics["mr"]["ci_high"]
-        report = (run / stage / "report.md").read_text()
-        for field in ("task_score", "mr", "ask_rate", "over_ask_rate", "Paired differences"):
-            assert field in report
-    # The clarify-math test split has both kinds, so both rates have tasks behind them.
-    paired = json.loads((run / "eval" / "results.json").read_text())
-    base = paired["models"]["smollm2-135m-instruct"]
-    assert base["ask_rate"]["n"] == 2 and base["over_ask_rate"]["n"] == 2
-    difference = paired["comparisons"]["dpo vs smollm2-135m-instruct"]
-    for metric in ("ask_rate", "over_ask_rate", "task_score", "mr"):
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert sorted(results["models"]) == ["dpo", "smollm2-135m-instruct"]
+    for metrics in results["models"].values():
+        assert metrics["task_score"]["n"] == 4 and metrics["mr"]["n"] == 4
+        assert metrics["mr"]["ci_low"] <= metrics["mr"]["mean"] <= metrics["mr"]["ci_high"]
+        # The clarify-message test split alternates both kinds, so every split metric has tasks behind it.
+        for metric in ("task_score_underspecified", "task_score_complete", "elicited_rate", "ask_rate",
+                       "over_ask_rate"):
+            assert metrics[metric]["n"] == 2, metric
+    report = (run / "eval" / "report.md").read_text()
+    for field in ("task_score_underspecified", "elicited_rate", "mr", "ask_rate", "over_ask_rate",
+                  "Paired differences", "Example conversations"):
+        assert field in report
+    difference = results["comparisons"]["dpo vs smollm2-135m-instruct"]
+    for metric in ("task_score_underspecified", "elicited_rate", "ask_rate", "over_ask_rate", "task_score", "mr"):
         assert difference[metric]["ci_low"] <= difference[metric]["diff"] <= difference[metric]["ci_high"]
