@@ -58,6 +58,14 @@ def test_the_recipes_folder_holds_one_pipeline_per_model_and_task_and_the_quicks
     assert found == sorted(["quickstart.yaml", *(f"{m}/{t}.yaml" for m, t in PAIRS)])
 
 
+def test_recipes_list_shows_the_pipeline_files(capsys: pytest.CaptureFixture[str]) -> None:
+    from collab.cli import main
+
+    assert main(["recipes", "list"]) == 0
+    assert capsys.readouterr().out.split() == sorted(
+        ["recipes/quickstart.yaml", *(f"recipes/{m}/{t}.yaml" for m, t in PAIRS)])
+
+
 @pytest.mark.parametrize(("model", "task"), PAIRS, ids=IDS)
 def test_each_pipeline_runs_every_stage_in_order_into_the_run_directory_the_stage_files_shared(
         model: str, task: str) -> None:
