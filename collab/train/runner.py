@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from collab.backends.cache import CACHE_FILE, merge_shards
-from collab.config import Recipe, StageBase, TrainerStage
+from collab.config import EvalStage, Recipe, StageBase, TrainerStage
 from collab.errors import CollabError
 from collab.interrupt import stage_interrupted
 from collab.io import atomic_write_json
@@ -105,7 +105,7 @@ def run_stages(recipe: Recipe, run_dir: Path, *, only: str | None = None, out: I
         if paths.is_done():
             _say(out, f"stage '{stage.label}' is done; skipping it")
             continue
-        _check_inputs_done(stage, run_dir)
+        check_inputs_done(recipe, stage, run_dir)
         # `collab train` continues a stage from its newest complete checkpoint, as `collab resume` does: say which,
         # since job scripts rerun the same `collab train` command after a requeue.
         checkpoint = last_complete_checkpoint(paths.checkpoints)
@@ -132,14 +132,28 @@ def _merge_cache(run_dir: Path, out: IO[str] | None) -> None:
         _say(out, f"request cache: {added} entries of this stage's processes merged into {run_dir / CACHE_FILE}")
 
 
-def _check_inputs_done(stage: StageBase, run_dir: Path) -> None:
-    if not isinstance(stage, TrainerStage):
-        return
-    for ref in (stage.data_from, stage.init_from):
-        if ref and not StagePaths(run_dir, ref).is_done():
-            raise CollabError(f"stage '{stage.label}' needs stage '{ref}', which has not finished",
-                              fix=f"run it first: `collab train RECIPE --stage {ref}` (or without --stage, which "
-                              "runs every stage in order).")
+def check_inputs_done(recipe: Recipe, stage: StageBase, run_dir: Path) -> None:
+    """Refuse to start a stage before the stages it reads have DONE in `run_dir`.
+
+    A stage's inputs are a trainer's `data_from` and `init_from`, and an eval stage's models that are training
+    stages (all earlier ones when `models` is empty). `collab train RECIPE --stage NAME`, and every Slurm job (which
+    runs that command), uses the outputs of finished inputs and never runs a missing one itself: it would train
+    with other resources and time than the job was given.
+    """
+    labels = [s.label for s in recipe.stages]
+    if isinstance(stage, TrainerStage):
+        inputs = [ref for ref in (stage.data_from, stage.init_from) if ref]
+    elif isinstance(stage, EvalStage):
+        earlier = labels[: labels.index(stage.label)] if stage.label in labels else labels
+        trained = [s.label for s in recipe.stages if s.label in earlier and isinstance(s, TrainerStage)]
+        inputs = [name for name in stage.models if name in labels] if stage.models else trained
+    else:
+        inputs = []
+    for ref in inputs:
+        if not StagePaths(run_dir, ref).is_done():
+            raise CollabError(f"stage '{stage.label}' needs stage '{ref}', which has not finished in {run_dir}",
+                              fix=f"run it first: `collab train RECIPE --stage {ref}` with the same recipe and "
+                              "--set overrides (or without --stage, which runs every unfinished stage in order).")
 
 
 # --- dispatch ----------------------------------------------------------------------------------------------------

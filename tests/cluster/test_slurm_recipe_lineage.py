@@ -1,10 +1,10 @@
-"""Two recipes of one lineage into one run directory through the real slurm/train.slurm, with a preemption.
+"""Two stages of one pipeline recipe into one run directory through the real slurm/train.slurm, with a preemption.
 
-The paper recipes are prefixes of one pipeline sharing one output_dir: sft.yaml runs first, then grpo.yaml (whose
-stages repeat sft.yaml's and add more) trains its own stage, here with a `--set` override as a user scaling the
-batch would pass. The second job is preempted (USR1, as before a time limit), requeues itself, and must rerun the
-same `collab train grpo.yaml --stage grpo --set ...` command: not `collab resume RUN_DIR`, whose resolved recipe
-would be sft.yaml's (no grpo stage) without the override. tests/cluster/fake_collab.py stands in for `collab`
+A paper recipe holds every stage and its jobs share one output_dir: the sft job runs first, then the grpo job
+trains its own stage, here with a `--set` override as a user scaling the batch would pass. The second job is
+preempted (USR1, as before a time limit), requeues itself, and must rerun the same
+`collab train RECIPE --stage grpo --set ...` command: not `collab resume RUN_DIR`, whose resolved recipe is the one
+the latest start wrote (the sft job's, without the override). tests/cluster/fake_collab.py stands in for `collab`
 (a counter that saves on the signal and records the overrides of each start), so the test costs seconds.
 """
 
@@ -25,17 +25,15 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def test_second_recipe_keeps_its_override_across_preemption_and_resumes(
+def test_second_stage_job_keeps_its_override_across_preemption_and_resumes(
     slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    sft = tmp_path / "sft.yaml"
-    sft.write_text(f"name: lineage\noutput_dir: {run_dir}\n# stages: data, sft\n")
-    grpo = tmp_path / "grpo.yaml"
-    grpo.write_text(f"name: lineage\noutput_dir: {run_dir}\n# stages: data, sft, grpo\n")
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(f"name: lineage\noutput_dir: {run_dir}\n# stages: data, sft, grpo\n")
 
     first_env = slurm_cluster.fake_collab_env(tmp_path / "bin", FAKE_STEPS="3", FAKE_STEP_S="0.1")
-    first = slurm_cluster.sbatch(f"--output={tmp_path}/sft.out", "slurm/train.slurm", "--recipe", str(sft),
+    first = slurm_cluster.sbatch(f"--output={tmp_path}/sft.out", "slurm/train.slurm", "--recipe", str(pipeline),
                                  "--run-dir", str(run_dir), "--stage", "sft", env=first_env)
     [done] = slurm_cluster.wait_final(first, timeout=60)
     assert done["JobState"] == "COMPLETED", (tmp_path / "sft.out").read_text()
@@ -43,7 +41,7 @@ def test_second_recipe_keeps_its_override_across_preemption_and_resumes(
 
     env = slurm_cluster.fake_collab_env(tmp_path / "bin", FAKE_STEPS="24", FAKE_STEP_S="0.25")
     log = tmp_path / "grpo.out"
-    job = slurm_cluster.sbatch(f"--output={log}", "slurm/train.slurm", "--recipe", str(grpo), "--run-dir",
+    job = slurm_cluster.sbatch(f"--output={log}", "slurm/train.slurm", "--recipe", str(pipeline), "--run-dir",
                                str(run_dir), "--stage", "grpo", "--", "--set", OVERRIDE, env=env)
     wait_for(lambda: len(lines(run_dir / "grpo" / "progress")) >= 4, 60, "the grpo stage to count to 4")
     slurm_cluster.run("scancel", "--batch", "--signal=USR1", job)
@@ -58,9 +56,9 @@ def test_second_recipe_keeps_its_override_across_preemption_and_resumes(
         ["train", "grpo", f"--set {OVERRIDE}", "restart=0"],
         ["train", "grpo", f"--set {OVERRIDE}", "restart=1"],
     ]
-    # The override held on both starts, and the run directory's recipe is grpo.yaml's with it.
+    # The override held on both starts, and the run directory's recipe is the grpo job's, with it.
     assert lines(run_dir / "grpo" / "overrides") == [OVERRIDE, OVERRIDE]
-    assert (run_dir / "recipe.resolved.yaml").read_text() == grpo.read_text() + f"# set {OVERRIDE}\n"
+    assert (run_dir / "recipe.resolved.yaml").read_text() == pipeline.read_text() + f"# set {OVERRIDE}\n"
     # The stage resumed from what it saved at the preemption instead of starting over.
     progress = lines(run_dir / "grpo" / "progress")
     [saved] = [p for p in progress if p.startswith("saved")]

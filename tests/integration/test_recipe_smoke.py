@@ -1,9 +1,10 @@
 """The paper recipes run end to end on a CPU through `collab train RECIPE --set ...`: the same files, shrunk by
 overrides to a tiny model, a scripted user, the rule-based interactivity proxy and tiny sizes.
 
-The lineage runs the way docs/recipes.md tells users to: sft.yaml, then dpo.yaml into the same run directory (its
-data and sft stages are skipped as DONE), then eval.yaml --stage eval, then the online stages one by one with
-eval.yaml --stage NAME (the run directory already holds eval.yaml; it never goes back to a shorter recipe).
+The pipeline file runs one stage at a time, as docs/recipes.md shows: `--stage data`, `--stage sft`, `--stage dpo`
+into one run directory (each later stage reads the outputs of its finished inputs), then `--stage eval`, then the
+online stages one by one with `--stage NAME`. Every start passes the same overrides: a run continues only under
+the same step definition.
 
 The model is tiny-random-smollm2 with a generation config that ends a reply on half of the vocabulary: a random
 model otherwise never emits its end-of-turn token, every candidate hits the token limit and gets the truncation
@@ -23,8 +24,8 @@ from collab.cli import main
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-RECIPES = REPO / "recipes" / "llama-3.1-8b-instruct" / "math-hard"
-LINEAGE = ["data", "sft", "dpo", "online_dpo", "grpo", "eval"]
+RECIPE = REPO / "recipes" / "llama-3.1-8b-instruct" / "math-hard.yaml"
+TRAINERS = ["sft", "dpo", "online_dpo", "grpo"]
 TRAINER_SMOKE = {"bf16": "false", "max_steps": "1", "per_device_train_batch_size": "2",
                  "gradient_accumulation_steps": "1", "gradient_checkpointing": "false", "save_steps": "1",
                  "logging_steps": "1"}
@@ -48,18 +49,17 @@ def stopping_tiny_model(folder: Path) -> Path:
     return folder
 
 
-def recipe_args(recipe: str, shared: list[str], *extra: str) -> list[str]:
-    """`RECIPE --set ...`: the shared overrides and the smoke trainer arguments of every trainer stage the recipe
-    holds. Every recipe of the lineage must agree on them: a run continues only under the same step definition."""
-    trainers = [s for s in LINEAGE[1 : LINEAGE.index(recipe) + 1] if s != "eval"]
-    assignments = [*shared, *extra, *(f"stages.{stage}.trainer.{k}={v}" for stage in trainers
+def recipe_args(shared: list[str], *extra: str) -> list[str]:
+    """`RECIPE --set ...`: the shared overrides and the smoke trainer arguments of every trainer stage, the same for
+    every start: a run continues only under the same step definition."""
+    assignments = [*shared, *extra, *(f"stages.{stage}.trainer.{k}={v}" for stage in TRAINERS
                                       for k, v in {**TRAINER_SMOKE, **TRAINER_EXTRA.get(stage, {})}.items())]
-    return [str(RECIPES / f"{recipe}.yaml"), *(arg for a in assignments for arg in ("--set", a))]
+    return [str(RECIPE), *(arg for a in assignments for arg in ("--set", a))]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
-    """(run directory, model, overrides shared by every recipe of the lineage)."""
+    """(run directory, model, overrides shared by every start of the pipeline)."""
     root = tmp_path_factory.mktemp("smoke")
     model = stopping_tiny_model(root / "tiny-stopping")
     run_dir = root / "run"
@@ -78,10 +78,15 @@ def done(run_dir: Path, label: str) -> bool:
     return (run_dir / label / "DONE").is_file()
 
 
-def test_sft_then_dpo_recipes_share_the_run_and_train_the_lineage(smoke: tuple[Path, Path, list[str]]) -> None:
-    run_dir, _, overrides = smoke
+def test_data_sft_and_dpo_run_one_stage_at_a_time_from_the_pipeline_file(
+        smoke: tuple[Path, Path, list[str]]) -> None:
+    run_dir, model, overrides = smoke
+    args = recipe_args(overrides, f"stages.eval.models=[{model}, sft, dpo]")
 
-    assert main(["train", *recipe_args("sft", overrides)]) == 0
+    assert main(["train", *args, "--stage", "sft"]) == 2  # its input, data, has not finished: nothing runs
+    assert not (run_dir / "sft").exists()
+    assert main(["train", *args, "--stage", "data"]) == 0
+    assert main(["train", *args, "--stage", "sft"]) == 0
     stats = json.loads((run_dir / "data" / "stats.json").read_text())
     assert stats["conversations"] == 4 and stats["sft_rows"]["train"] > 0
     assert done(run_dir, "sft") and (run_dir / "sft" / "final" / "adapter_config.json").is_file()
@@ -89,19 +94,18 @@ def test_sft_then_dpo_recipes_share_the_run_and_train_the_lineage(smoke: tuple[P
     assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (32, 16, 0.1)  # the paper's LoRA
 
     data_done = (run_dir / "data" / "DONE").stat().st_mtime_ns
-    assert main(["train", *recipe_args("dpo", overrides)]) == 0
-    assert (run_dir / "data" / "DONE").stat().st_mtime_ns == data_done  # skipped, not regenerated
+    assert main(["train", *args, "--stage", "dpo"]) == 0
+    assert (run_dir / "data" / "DONE").stat().st_mtime_ns == data_done  # read, not regenerated
     assert done(run_dir, "dpo")
     assert json.loads((run_dir / "dpo" / "DONE").read_text())["global_step"] == 1
 
 
-def test_eval_recipe_compares_the_base_model_with_the_trained_stages(smoke: tuple[Path, Path, list[str]]) -> None:
+def test_eval_stage_compares_the_base_model_with_the_trained_stages(smoke: tuple[Path, Path, list[str]]) -> None:
     run_dir, model, overrides = smoke
     if not done(run_dir, "dpo"):
         pytest.skip("needs the trained lineage of the previous test")
 
-    assert main(["train", *recipe_args("eval", overrides, f"stages.eval.models=[{model}, sft, dpo]"),
-                 "--stage", "eval"]) == 0
+    assert main(["train", *recipe_args(overrides, f"stages.eval.models=[{model}, sft, dpo]"), "--stage", "eval"]) == 0
 
     results = json.loads((run_dir / "eval" / "results.json").read_text())
     assert sorted(results["models"]) == sorted([str(model), "sft", "dpo"])
@@ -117,7 +121,6 @@ def test_online_stage_trains_one_step(smoke: tuple[Path, Path, list[str]], stage
     if not done(run_dir, "dpo"):
         pytest.skip("needs the trained lineage of the first test")
 
-    assert main(["train", *recipe_args("eval", overrides, f"stages.eval.models=[{model}, sft, dpo]"),
-                 "--stage", stage]) == 0
+    assert main(["train", *recipe_args(overrides, f"stages.eval.models=[{model}, sft, dpo]"), "--stage", stage]) == 0
     assert json.loads((run_dir / stage / "DONE").read_text())["global_step"] == 1
     assert (run_dir / stage / "final" / "adapter_config.json").is_file()

@@ -16,7 +16,7 @@ from collab.plan.counts import MRSettings, candidate_request, positions, rollout
 from collab.plan.planner import RecipePlan, StagePlan
 
 REPO = Path(__file__).resolve().parents[2]
-PAPER = REPO / "recipes" / "llama-3.1-8b-instruct" / "math-hard" / "eval.yaml"
+PAPER = REPO / "recipes" / "llama-3.1-8b-instruct" / "math-hard.yaml"
 SIMPLE = TokenAssumptions(user_turn_tokens=10, assistant_turn_tokens=20, system_prompt_tokens=5,
                           simulator_prompt_tokens=100, simulator_output_tokens=7, judge_prompt_tokens=50,
                           judge_output_tokens=3, mean_turns=2, rollout_fill=1.0, pair_yield=0.5)

@@ -78,6 +78,44 @@ def test_single_stage_whose_input_has_not_finished_names_it(tmp_path: Path) -> N
         runner.train(recipe(tmp_path), stage="dpo")
 
 
+def test_single_stage_uses_the_outputs_of_finished_inputs_without_running_them(
+    tmp_path: Path, fake_kinds: list[tuple[str, str]]
+) -> None:
+    r = recipe(tmp_path)
+    for label in ("data", "dpo"):
+        StagePaths(r.run_dir, label).mark_done()
+    runner.train(r, stage="eval")
+    assert fake_kinds == [("eval", "eval")]
+
+
+def test_eval_stage_run_alone_names_the_compared_training_stage_that_has_not_finished(
+    tmp_path: Path, fake_kinds: list[tuple[str, str]]
+) -> None:
+    r = recipe(tmp_path)
+    StagePaths(r.run_dir, "data").mark_done()
+    with pytest.raises(CollabError, match="stage 'eval' needs stage 'dpo', which has not finished"):
+        runner.train(r, stage="eval")
+    implicit = r.model_copy(update={"stages": [*r.stages[:2], r.stages[2].model_copy(update={"models": []})]})
+    with pytest.raises(CollabError, match="stage 'eval' needs stage 'dpo'"):  # no models: every earlier trainer
+        runner.train(implicit, stage="eval")
+    assert fake_kinds == []
+
+
+@pytest.mark.parametrize(("done", "missing"), [([], "data"), (["data"], "sft")])
+def test_a_paper_pipeline_stage_run_alone_names_its_first_unfinished_input_and_the_command(
+    tmp_path: Path, done: list[str], missing: str
+) -> None:
+    from collab.config import recipes_root
+
+    pipeline = load_recipe(recipes_root() / "qwen3-8b" / "math-hard.yaml", [f"output_dir={tmp_path}"])
+    for label in done:
+        StagePaths(tmp_path, label).mark_done()
+    with pytest.raises(CollabError, match=f"stage 'grpo' needs stage '{missing}', which has not finished in "
+                       f".*Fix: run it first: `collab train RECIPE --stage {missing}`"):
+        runner.train(pipeline, stage="grpo")
+    assert not (tmp_path / "grpo").exists()
+
+
 def test_unknown_stage_name_lists_the_stages(tmp_path: Path) -> None:
     with pytest.raises(CollabError, match=r"no stage named 'dpoo'.*\['data', 'dpo', 'eval'\]"):
         runner.train(recipe(tmp_path), stage="dpoo")
