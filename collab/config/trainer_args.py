@@ -33,7 +33,7 @@ def trainer_config_class(kind: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_adapters(cls: type) -> dict[str, TypeAdapter | None]:
     import dataclasses
 
@@ -42,7 +42,7 @@ def _field_adapters(cls: type) -> dict[str, TypeAdapter | None]:
     for f in dataclasses.fields(cls):
         try:
             adapters[f.name] = TypeAdapter(hints[f.name])
-        except Exception:  # exotic annotations: the config's own __post_init__ still checks them
+        except Exception:  # noqa: BLE001 - exotic annotations: the config's own __post_init__ still checks them
             adapters[f.name] = None
     return adapters
 
