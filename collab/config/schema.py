@@ -445,6 +445,16 @@ class Recipe(Section):
             self._point_roles_at_server(self.serve)
         return self
 
+    @model_validator(mode="after")
+    def _one_policy_dtype(self) -> Recipe:
+        # model.dtype is what the policy's local engine loads with; a different policy.dtype was silently dropped.
+        if self.policy.dtype not in ("auto", self.model.dtype):
+            raise ValueError(
+                f"policy.dtype is '{self.policy.dtype}' but model.dtype is '{self.model.dtype}'; the policy is loaded "
+                f"with model.dtype, so set the dtype there (model.dtype: {self.policy.dtype}) and remove policy.dtype"
+            )
+        return self
+
     def _point_roles_at_server(self, serve: ServeConfig) -> None:
         """Aim the backends of serve.roles at the self-hosted server, keeping their limits (concurrency, retries)."""
         for role in dict.fromkeys(serve.roles):

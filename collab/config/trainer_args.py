@@ -63,6 +63,33 @@ def coerce_trainer_args(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The candidates' reply length and temperature of online stages: TRL's own keys. generation_kwargs would override
+# them silently (TRL passes it last to the sampler), so the same setting in both places is refused.
+_REPLY_KEYS = {
+    "grpo": "max_completion_length",
+    "rloo": "max_completion_length",
+    "online_dpo": "max_new_tokens",
+}
+_GENERATION_ALIASES = {"max_tokens": "length", "max_new_tokens": "length", "max_completion_length": "length",
+                       "temperature": "temperature"}
+
+
+def _generation_kwargs_conflicts(kind: str, args: dict[str, Any]) -> list[tuple[str, str]]:
+    """Reply length or temperature given in `generation_kwargs`, where it would override TRL's own key unseen."""
+    extra = args.get("generation_kwargs")
+    if kind not in _REPLY_KEYS or not isinstance(extra, dict):
+        return []
+    problems = []
+    for key in extra:
+        setting = _GENERATION_ALIASES.get(key)
+        if setting is not None:
+            own = _REPLY_KEYS[kind] if setting == "length" else "temperature"
+            message = (f"sets the reply {setting}, which is `trainer.{own}`'s job; set trainer.{own} instead and "
+                       "remove it from generation_kwargs")
+            problems.append((f"generation_kwargs.{key}", message))
+    return problems
+
+
 def check_trainer_args(kind: str, args: dict[str, Any]) -> list[tuple[str, str]]:
     """Problems with a stage's `trainer` arguments as (key, message); empty when the TRL config accepts them."""
     cls = trainer_config_class(kind)
@@ -80,6 +107,7 @@ def check_trainer_args(kind: str, args: dict[str, Any]) -> list[tuple[str, str]]
                 adapters[key].validate_python(value)
             except ValidationError as e:
                 problems.append((key, f"has the wrong type for {cls.__name__}: {e.errors()[0]['msg']}"))
+    problems += _generation_kwargs_conflicts(kind, args)
     if problems:
         return problems
     try:
