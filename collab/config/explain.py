@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from collab.config.load import section_of
 from collab.config.schema import Recipe, Stage
 from collab.errors import CollabError
 
@@ -162,7 +163,8 @@ def _summary(cls: type[BaseModel]) -> str:
 
 
 def _field_info(key: str, field: FieldInfo) -> KeyInfo:
-    section = _section_of(field.annotation)
+    # A list of sections (`stages`) is not one section: its entries are reached through their kind.
+    section = None if typing.get_origin(field.annotation) is list else section_of(field.annotation)
     description = field.description or ""
     kind = _type_name(field.annotation) + _bounds(field)
     if field.is_required():
@@ -171,15 +173,6 @@ def _field_info(key: str, field: FieldInfo) -> KeyInfo:
         value = field.get_default(call_default_factory=True)
         default = "(its keys' defaults)" if isinstance(value, BaseModel) else _yaml(value)
     return KeyInfo(key, kind, default, description, section)
-
-
-def _section_of(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        found = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-        return found[0] if len(found) == 1 else None
-    return None
 
 
 def _type_name(annotation: Any) -> str:

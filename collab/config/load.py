@@ -152,15 +152,16 @@ def _valid_keys(loc: list[str]) -> list[str]:
             model = {"data": DataStage, "eval": EvalStage}.get(part, TrainerStage)
             continue
         field = model.model_fields.get(part)
-        model = _section_of(field.annotation) if field else None
+        model = section_of(field.annotation) if field else None
     return sorted(model.model_fields) if model is not None else []
 
 
-def _section_of(annotation: Any) -> type[BaseModel] | None:
+def section_of(annotation: Any) -> type[BaseModel] | None:
+    """The section class an annotation holds (`X`, `X | None`, `list[X]`), or None for a plain value."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
-        found = _section_of(arg)
+        found = section_of(arg)
         if found is not None:
             return found
     return None
