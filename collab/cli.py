@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preflight_arg(validate)
     show = rsub.add_parser("show", help="print a recipe fully resolved (defaults and overrides applied)")
     _add_recipe_args(show)
+    explain = rsub.add_parser(
+        "explain", help="what a recipe key means: type, default and description (e.g. reward.window, "
+        "stages.dpo.trainer); without a key, the top-level keys")
+    explain.add_argument("key", nargs="?", default="")
+    explain.add_argument("--write-reference", metavar="FILE.md", type=Path, default=None,
+                         help="rewrite the generated reference of every key in FILE.md (docs/recipes.md)")
 
     models = sub.add_parser("models", help="prepare models")
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -204,6 +210,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         if args.action == "show":
             console.print(config.dump_recipe(_recipe(args)), markup=False)
+            return 0
+        if args.action == "explain":
+            from collab.config import explain
+
+            if args.write_reference is not None:
+                changed = explain.write_reference(args.write_reference)
+                console.print(f"{args.write_reference}: {'updated' if changed else 'already up to date'}")
+                return 0
+            console.print(explain.render(explain.explain(args.key)), markup=False, highlight=False, soft_wrap=True)
             return 0
         from collab import preflight
 

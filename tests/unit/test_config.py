@@ -174,3 +174,36 @@ def test_resolved_recipe_round_trips(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", sorted(recipes_root().rglob("*.yaml")), ids=lambda p: str(p.relative_to(recipes_root())))
 def test_every_shipped_recipe_validates(path: Path) -> None:
     assert isinstance(load_recipe(path), Recipe)
+
+
+def test_policy_dtype_that_differs_from_model_dtype_is_refused(tmp_path: Path) -> None:
+    # model.dtype is what the policy loads with; a different policy.dtype used to be dropped without a word.
+    message = error_of(write(tmp_path, {"model": {"dtype": "bfloat16"}, "policy": {"dtype": "float32"}}))
+    assert str(tmp_path / "r.yaml") in message
+    assert "policy.dtype is 'float32' but model.dtype is 'bfloat16'" in message
+    assert "model.dtype: float32" in message
+
+
+def test_policy_dtype_auto_or_equal_to_model_dtype_is_accepted(tmp_path: Path) -> None:
+    follows = load_recipe(write(tmp_path, {"model": {"dtype": "bfloat16"}}))
+    same = load_recipe(write(tmp_path, {"model": {"dtype": "bfloat16"}, "policy": {"dtype": "bfloat16"}}, "s.yaml"))
+    assert (follows.policy.dtype, same.policy.dtype) == ("auto", "bfloat16")
+
+
+@pytest.mark.parametrize(("kind", "key", "own"), [
+    ("grpo", "max_tokens", "max_completion_length"),
+    ("grpo", "temperature", "temperature"),
+    ("online_dpo", "max_new_tokens", "max_new_tokens"),
+])
+def test_reply_length_or_temperature_in_generation_kwargs_is_refused(tmp_path: Path, kind: str, key: str,
+                                                                      own: str) -> None:
+    stage = {"kind": kind, "trainer": {"generation_kwargs": {key: 32, "top_k": 20}}}
+    message = error_of(write(tmp_path, {"stages": [stage]}))
+    assert f"'stages.0.trainer.generation_kwargs.{key}'" in message
+    assert f"set trainer.{own} instead" in message
+
+
+def test_generation_kwargs_without_reply_settings_are_accepted(tmp_path: Path) -> None:
+    stage = {"kind": "grpo", "trainer": {"max_completion_length": 32, "generation_kwargs": {"top_k": 20}}}
+    recipe = load_recipe(write(tmp_path, {"stages": [stage]}))
+    assert recipe.stages[0].trainer["generation_kwargs"] == {"top_k": 20}
