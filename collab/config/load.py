@@ -69,6 +69,52 @@ def _list_index(node: list[Any], key: str, shown: str) -> int:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, override and validate a recipe. Any problem is a CollabError naming the file and key."""
     path = Path(path)
+    raw = _read_with_base(path, ())
+    raw.setdefault("name", path.stem)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate_recipe(raw, source=str(path))
+
+
+EXTENDS = "extends"
+# What a recipe never takes from the one it extends: its own name (and so its run directory) and its own stages.
+_NOT_INHERITED = ("name", "stages")
+
+
+def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The recipe's mapping, laid over the recipe it `extends` (a path relative to this file), if any.
+
+    Sections merge key by key, the extending file winning; a list (such as `models`) is replaced whole; `name` and
+    `stages` are never inherited, so a recipe that extends another gets its own run directory and runs only its own
+    stages. The resolved recipe a run saves is the merged one, so `collab resume` needs neither file.
+    """
+    raw = _read_mapping(path)
+    base = raw.pop(EXTENDS, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise CollabError(f"must be the path of another recipe, not {base!r}", where=f"{path}: {EXTENDS}", fix="write e.g. `extends: quickstart.yaml` (relative to this file).")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve(), base_path))
+        raise CollabError(f"recipes extend each other in a circle ({cycle})", where=f"{path}: {EXTENDS}",
+                          fix="let one of them stand alone.")
+    if not base_path.is_file():
+        raise CollabError(f"`{base}` names no file ({base_path} does not exist)", where=f"{path}: {EXTENDS}",
+                          fix="give the path of the recipe to extend, relative to this file.")
+    inherited = {k: v for k, v in _read_with_base(base_path, (*chain, path.resolve())).items()
+                 if k not in _NOT_INHERITED}
+    return _merged(inherited, raw)
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         hint = " (it is a directory)" if path.is_dir() else ""
         raise CollabError(f"recipe file {path} does not exist{hint}", fix="give the path of a .yaml recipe "
@@ -88,10 +134,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(raw, dict):
         raise CollabError(f"{path} must hold a mapping of sections, not a {type(raw).__name__}",
                           fix="start the file with keys such as `name:`, `model:`, `stages:`.")
-    raw.setdefault("name", path.stem)
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    return validate_recipe(raw, source=str(path))
+    return raw
 
 
 def validate_recipe(raw: dict[str, Any], *, source: str = "<recipe>") -> Recipe:

@@ -207,3 +207,41 @@ def test_generation_kwargs_without_reply_settings_are_accepted(tmp_path: Path) -
     stage = {"kind": "grpo", "trainer": {"max_completion_length": 32, "generation_kwargs": {"top_k": 20}}}
     recipe = load_recipe(write(tmp_path, {"stages": [stage]}))
     assert recipe.stages[0].trainer["generation_kwargs"] == {"top_k": 20}
+
+
+# --- extends: a recipe laid over another -------------------------------------------------------------------------
+
+
+def test_an_extending_recipe_inherits_sections_key_by_key_but_not_name_or_stages(tmp_path: Path) -> None:
+    write(tmp_path, {"name": "base", "tasks": {"name": "clarify-message", "limit": 8},
+                     "reward": {"window": 2, "policy_temperature": 0.3},
+                     "stages": [{"kind": "data"}]}, name="base.yaml")
+    child = write(tmp_path, {"extends": "base.yaml", "tasks": {"limit": 32}, "stages": [{"kind": "eval"}]},
+                  name="child.yaml")
+
+    recipe = load_recipe(child)
+
+    assert recipe.name == "child"  # its own name, and so its own run directory
+    assert (recipe.tasks.name, recipe.tasks.limit) == ("clarify-message", 32)
+    assert (recipe.reward.window, recipe.reward.policy_temperature) == (2, 0.3)
+    assert [s.kind for s in recipe.stages] == ["eval"]
+
+
+def test_the_shipped_online_quickstart_uses_the_quickstarts_user_and_reward() -> None:
+    online, offline = load_recipe(recipes_root() / "quickstart-online.yaml"), load_recipe(recipes_root() / "quickstart.yaml")
+
+    assert online.simulator == offline.simulator and online.reward == offline.reward
+    assert online.name == "quickstart-online" and online.model.name == "runs/quickstart/dpo/final"
+
+
+@pytest.mark.parametrize(("extends", "message"), [
+    ("missing.yaml", "names no file"),
+    ("child.yaml", "circle"),
+    (7, "must be the path of another recipe"),
+])
+def test_a_bad_extends_is_refused_naming_the_file_and_key(tmp_path: Path, extends: object, message: str) -> None:
+    child = write(tmp_path, {"extends": extends}, name="child.yaml")
+
+    error = error_of(child)
+
+    assert message in error and f"{child}: extends" in error and "Fix:" in error
