@@ -1,9 +1,14 @@
 """Seconds per online training step, split into MR rollouts, TRL's own sampling of the completions, and the rest
-(log-probabilities, loss, backward, optimizer).
+(log-probabilities, loss, backward, optimizer); and the same step with a free reward, side by side.
 
 Each stage kind is built in this process exactly as `collab train` builds it (`build_online_trainer`) and trained
 for a few steps; a callback times every step, the reward function times its MR call (`mr/seconds`), and TRL's
 `_generate` is wrapped to time the sampling. Also counted per step: MR's policy requests and engine calls.
+
+With `--free` (the default) each kind is trained a second time, in the same process and from the same seed, with
+MR's scoring replaced by a free reward (minus the completion's length): everything else of the step (sampling,
+log-probabilities, loss, backward, the reward function's bookkeeping) is the same code, so the ratio of the two step
+times is what having MR in the loop costs.
 
     python -m benchmarks.online_step [--model smollm2-135m-instruct] [--kinds grpo,rloo,online_dpo] [--steps 3] \
         [--prompts 2] [--generations 2] [--tokens 128] [--window 1] [--samples 1] [--turn-tokens 48]
@@ -32,16 +37,25 @@ def stage_trainer_args(kind: str, a: argparse.Namespace) -> dict[str, Any]:
             "max_completion_length": a.tokens}
 
 
-def run_kind(kind: str, a: argparse.Namespace, root: Path) -> dict[str, Any]:
+def free_score(candidates: list[Any], seed: int | None = None) -> list[Any]:
+    """A reward that costs nothing: minus the completion's length in characters (no rollouts, no ties)."""
+    from collab.reward import MRResult
+
+    return [MRResult(mr=-len(c.text) / 100.0) for c in candidates]
+
+
+def run_kind(kind: str, a: argparse.Namespace, root: Path, *, free: bool = False) -> dict[str, Any]:
     from transformers import TrainerCallback
 
     from collab.config import validate_recipe
     from collab.train.online import build_online_trainer
 
     recipe = validate_recipe({
-        "name": f"bench-{kind}", "output_dir": str(root / kind), "seed": 0, "model": {"name": a.model},
-        "tasks": {"name": "clarify-math", "limit": a.prompts * a.steps},
-        "reward": {"window": a.window, "samples": a.samples, "policy_max_new_tokens": a.turn_tokens},
+        "name": f"bench-{kind}", "output_dir": str(root / f"{kind}-{'free' if free else 'mr'}"), "seed": 0,
+        "model": {"name": a.model}, "tasks": {"name": a.tasks, "limit": a.prompts * a.steps},
+        "simulator": {"kind": "sharded", "mode": "withhold", "give_up": 0.5, "recap": True, "max_turns": 3},
+        "reward": {"window": a.window, "samples": a.samples, "policy_max_new_tokens": a.turn_tokens,
+                   "policy_temperature": 0.3, "interactivity": "elicitation", "truncation_penalty": None},
         "stages": [{"kind": kind, "trainer": stage_trainer_args(kind, a)}],
     })
     step_times: list[float] = []
@@ -67,6 +81,8 @@ def run_kind(kind: str, a: argparse.Namespace, root: Path) -> dict[str, Any]:
 
     trainer._generate = timed_generate
     reward = trainer.mr_reward
+    if free:
+        reward.reward.score = free_score
     mr_calls: list[dict[str, float]] = []
     drain = reward.drain
     reward.drain = lambda gather=None: mr_calls.append(drain(gather)) or mr_calls[-1]  # keep what each log drained
@@ -80,7 +96,7 @@ def run_kind(kind: str, a: argparse.Namespace, root: Path) -> dict[str, Any]:
     rates = [m["mr/truncated_rate"] for m in mr_calls if "mr/truncated_rate" in m]
     completions = a.prompts * (2 if kind == "online_dpo" else a.generations)
     n = len(step_times)
-    return {"kind": kind, "completions": completions, "step_s": sum(steps) / len(steps),
+    return {"kind": kind, "free": free, "completions": completions, "step_s": sum(steps) / len(steps),
             "mr_s": sum(mr) / max(1, len(mr)), "sampling_s": sum(sampled) / max(1, len(sampled)),
             "policy_requests": policy.requests / n, "policy_calls": engine.policy_calls / n,
             "simulator_calls": engine.simulator_calls / n,
@@ -94,22 +110,28 @@ def share(seconds: float, step: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--kinds", default="grpo,rloo,online_dpo")
+    parser.add_argument("--kinds", default="online_dpo,grpo,rloo")
+    parser.add_argument("--tasks", default="clarify-message", help="task set of the prompts")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=2, help="B: prompts per step")
     parser.add_argument("--generations", type=int, default=2, help="G: completions per prompt (grpo, rloo)")
     parser.add_argument("--tokens", type=int, default=128, help="max tokens of a sampled completion")
     parser.add_argument("--window", type=int, default=1, help="w: future assistant turns in a rollout")
     parser.add_argument("--samples", type=int, default=1, help="S: rollouts per completion")
-    parser.add_argument("--turn-tokens", type=int, default=48, help="max tokens of a future policy turn")
+    parser.add_argument("--turn-tokens", type=int, default=64, help="max tokens of a future policy turn")
+    parser.add_argument("--no-free", dest="free", action="store_false",
+                        help="skip the second run of each kind with a free reward")
     a = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"model {a.model}; B={a.prompts} prompts, G={a.generations} (online_dpo: 2), {a.tokens} completion tokens, "
           f"S={a.samples}, w={a.window}, {a.turn_tokens} tokens per future turn; mean of steps 2..{a.steps}")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    free_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in a.kinds.split(","):
             rows.append(run_kind(kind, a, Path(tmp)))
+            if a.free:
+                free_rows.append(run_kind(kind, a, Path(tmp), free=True))
     print("| stage | completions/step | s/step | MR rollouts | TRL sampling | optimisation + rest | "
           "truncated | MR policy requests/step | MR engine steps (policy / simulator calls) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -118,6 +140,14 @@ def main() -> None:
         print(f"| {r['kind']} | {r['completions']} | {r['step_s']:.1f} | {share(r['mr_s'], r['step_s'])} | "
               f"{share(r['sampling_s'], r['step_s'])} | {share(rest, r['step_s'])} | {100 * r['truncated']:.0f}% | "
               f"{r['policy_requests']:.1f} | {r['policy_calls']:.1f} / {r['simulator_calls']:.1f} |")
+
+    if free_rows:
+        print()
+        print("| stage | s/step, MR | s/step, free reward | MR step / free step | TRL sampling, MR / free |")
+        print("|---|---:|---:|---:|---:|")
+        for r, f in zip(rows, free_rows):
+            print(f"| {r['kind']} | {r['step_s']:.1f} | {f['step_s']:.1f} | {r['step_s'] / f['step_s']:.2f}x | "
+                  f"{r['sampling_s']:.1f} / {f['sampling_s']:.1f} s |")
 
 
 if __name__ == "__main__":
