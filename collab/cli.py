@@ -250,7 +250,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collab.backends.cache import CACHE_FILE, merge_shards
         from collab.data.engine import Shard
         from collab.data.stage import data_stage_of, merge_data_stage, run_data_stage
-        from collab.run_dir import load_run, open_run
+        from collab.run.record import load_run, open_run
 
         if args.target[0] == "merge":
             if len(args.target) != 2:
@@ -335,7 +335,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _launch_preflight(args: argparse.Namespace) -> None:
     """Check the stages about to be submitted (the unfinished ones, or --stage) before sbatch."""
     from collab import preflight
-    from collab.train.paths import StagePaths
+    from collab.run.layout import StagePaths
 
     recipe = _recipe(args)
     if args.stage is not None:

@@ -26,7 +26,7 @@ from typing import Any
 from collab.config import Recipe, TrainerStage
 from collab.errors import CollabError
 from collab.models import resolve_model
-from collab.train.paths import StagePaths
+from collab.run.layout import StagePaths
 
 
 def has_gpu() -> bool:

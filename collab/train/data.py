@@ -9,7 +9,7 @@ from typing import Any
 
 from collab.config import TrainerStage
 from collab.errors import CollabError
-from collab.train.paths import StagePaths
+from collab.run.layout import StagePaths
 
 
 def load_stage_data(run_dir: Path, stage: TrainerStage, subset: str) -> Any:

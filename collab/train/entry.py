@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     flag.install()  # before the slow imports: a signal that arrives while loading still stops at the first step
     try:
         from collab.config import TrainerStage, load_recipe
-        from collab.train.paths import RESOLVED_RECIPE
+        from collab.run.layout import RESOLVED_RECIPE
         from collab.train.worker import summary, train_stage
 
         resolved = args.run_dir / RESOLVED_RECIPE

@@ -41,7 +41,7 @@ from collab.launch import (
     accelerate_command,
     accelerate_config_path,
 )
-from collab.train.paths import StagePaths
+from collab.run.layout import StagePaths
 
 CPU_CONFIG = "cpu"
 FORWARDED = {signal.SIGUSR1: signal.SIGUSR1, signal.SIGTERM: signal.SIGUSR1, signal.SIGINT: signal.SIGINT}

@@ -168,9 +168,9 @@ def online_builder(recipe: Recipe, stage: TrainerStage, run_dir: Path) -> Builde
     def build(setup: Any, config: Any, data: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
         from accelerate import PartialState
 
+        from collab.run.layout import StagePaths
         from collab.train.online_data import load_tasks
         from collab.train.online_reward import AsyncMRRewardFunction, MRRewardFunction, SampleLog
-        from collab.train.paths import StagePaths
 
         check_start(recipe, stage, setup.source, config)
         state = PartialState()
@@ -198,7 +198,7 @@ def build_online_trainer(recipe: Recipe, stage: TrainerStage, run_dir: Path, *,
                          callbacks: list[Any] | None = None) -> Any:
     """The stage's trainer built in this process, as the launched worker builds it, without tracking (tests and
     benchmarks; stages themselves run through `collab train`)."""
-    from collab.run_dir import open_run
+    from collab.run.record import open_run
     from collab.train.common import build_model, has_gpu, make_config, trainer_arguments
     from collab.train.online_data import load_online_data
 

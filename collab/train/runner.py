@@ -32,10 +32,11 @@ from collab.config import Recipe, StageBase, TrainerStage
 from collab.errors import CollabError
 from collab.interrupt import stage_interrupted
 from collab.io import atomic_write_json
+from collab.run.checkpoints import last_complete_checkpoint
+from collab.run.compat import check_world_size
+from collab.run.layout import StagePaths
+from collab.run.record import load_run, open_run
 from collab.train.batch import check_effective_batch
-from collab.train.checkpoints import last_complete_checkpoint
-from collab.run_dir import load_run, open_run
-from collab.train.paths import StagePaths
 from collab.train.preemption import EXIT_PREEMPTED
 
 OFFLINE_KINDS = ("sft", "dpo")
@@ -64,7 +65,7 @@ def _say(out: IO[str] | None, text: str) -> None:
 def train(recipe: Recipe, *, stage: str | None = None, run_dir: Path | None = None,
           out: IO[str] | None = None, restart_from: str | None = None) -> Path:
     """`collab train RECIPE [--stage NAME] [--restart-from NAME]`: run the recipe's stages (or one) into its run
-    directory; `restart_from` runs that stage and the later ones again (see `collab.run_dir.open_run`)."""
+    directory; `restart_from` runs that stage and the later ones again (see `collab.run.record.open_run`)."""
     run_dir = Path(run_dir or recipe.run_dir)
     if not recipe.stages:
         raise CollabError(f"recipe '{recipe.name}' has no stages, so there is nothing to train",
@@ -181,20 +182,6 @@ def run_stage(recipe: Recipe, stage: StageBase, run_dir: Path, *, out: IO[str] |
 # --- trainer stages ----------------------------------------------------------------------------------------------
 
 
-def check_world_size(paths: StagePaths, world_size: int) -> None:
-    """A stage with a checkpoint continues only with the number of processes it started with."""
-    recorded = (paths.read_launch() or {}).get("world_size")
-    checkpoint = last_complete_checkpoint(paths.checkpoints)
-    if checkpoint is not None and isinstance(recorded, int) and recorded != world_size:
-        raise CollabError(
-            f"stage '{paths.label}' was started with {recorded} processes and would now be launched with "
-            f"{world_size}; its checkpoint {checkpoint.name} cannot continue with another number of processes "
-            "(the batch per step would change)",
-            fix=f"launch with {recorded} processes (the accelerate config's num_processes, the number of visible "
-            f"GPUs, or --num_processes in COLLAB_ACCELERATE_ARGS), or start a new run with another output_dir.",
-        )
-
-
 def _preflight(recipe: Recipe, stage: TrainerStage, run_dir: Path, gpu: bool) -> None:
     """Fail in this process, before a launch that takes seconds to start, on what the trainer would refuse."""
     from collab.train.common import init_source, trainer_arguments
@@ -222,7 +209,7 @@ def run_trainer_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, *, out
     plan = plan_launch(stage, run_dir, gpus=gpus)
     for note in plan.notes:
         _say(out, note)
-    check_world_size(paths, plan.world_size)
+    check_world_size(paths, plan.world_size, last_complete_checkpoint(paths.checkpoints))
     _say(out, f"stage '{stage.label}': {check_effective_batch(stage, plan.world_size).describe()}")
     plan.env.update(wandb_env(recipe, stage, run_dir))
     previous = paths.read_launch() or {}

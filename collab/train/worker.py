@@ -17,10 +17,11 @@ from typing import Any
 from collab.config import Recipe, TrainerStage
 from collab.errors import CollabError
 from collab.io import atomic_write_json
+from collab.run.checkpoints import last_complete_checkpoint, prune_finished, remove_partial_checkpoints
+from collab.run.compat import check_world_size
+from collab.run.layout import StagePaths
 from collab.train.callbacks import PreemptionCallback
-from collab.train.checkpoints import last_complete_checkpoint, prune_finished, remove_partial_checkpoints
 from collab.train.common import build_model, has_gpu, make_config, save_final, trainer_arguments
-from collab.train.paths import StagePaths
 from collab.train.preemption import PreemptionFlag
 from collab.train.tied_weights import explain_tied_weights
 from collab.train.tracking import finish_run, start_run, tracking_enabled
@@ -37,21 +38,6 @@ class StageOutcome:
     preempted: bool
     checkpoint: Path | None
     final: Path | None
-
-
-def check_world_size(paths: StagePaths, world_size: int, resuming_from: Path | None, *, is_main: bool) -> None:
-    """Refuse to continue a checkpoint with another number of processes; record the number on a fresh start."""
-    recorded = paths.read_launch() or {}
-    before = recorded.get("world_size")
-    if resuming_from is not None and isinstance(before, int) and before != world_size:
-        raise CollabError(
-            f"stage '{paths.label}' was started with {before} processes and this launch has {world_size}; "
-            f"its checkpoint {resuming_from.name} cannot continue with another number",
-            fix=f"launch with {before} processes (the accelerate config's num_processes or --num_processes in "
-            "COLLAB_ACCELERATE_ARGS), or start a new run with another output_dir.",
-        )
-    if is_main and before != world_size:
-        atomic_write_json(paths.launch, {**recorded, "world_size": world_size})
 
 
 def _data_and_builder(recipe: Recipe, run_dir: Path, stage: TrainerStage) -> tuple[Any, Any]:
@@ -83,7 +69,10 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
         print(f"collab: stage '{stage.label}' is done already ({paths.done}); nothing to train", flush=True)
         step = json.loads(paths.done.read_text(encoding="utf-8")).get("global_step", 0)
         return StageOutcome(step, step, False, checkpoint, paths.final)
-    check_world_size(paths, state.num_processes, checkpoint, is_main=state.is_main_process)
+    check_world_size(paths, state.num_processes, checkpoint)
+    recorded = paths.read_launch() or {}
+    if state.is_main_process and recorded.get("world_size") != state.num_processes:
+        atomic_write_json(paths.launch, {**recorded, "world_size": state.num_processes})
     if state.is_main_process:
         paths.preempted.unlink(missing_ok=True)
         for removed in remove_partial_checkpoints(paths.checkpoints, checkpoint):

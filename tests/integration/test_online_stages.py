@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from collab.cli import main
-from collab.train.checkpoints import last_complete_checkpoint
+from collab.run.checkpoints import last_complete_checkpoint
 from collab.train.preemption import EXIT_PREEMPTED
 from tests.preemption import train_until_checkpoint_then_preempt
 

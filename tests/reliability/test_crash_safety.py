@@ -36,7 +36,7 @@ import psutil
 import pytest
 
 from collab.cli import main
-from collab.train.checkpoints import checkpoint_step, is_complete_checkpoint, last_complete_checkpoint
+from collab.run.checkpoints import checkpoint_step, is_complete_checkpoint, last_complete_checkpoint
 from tests.fault_server import MODEL_NAME, FaultServer
 from tests.reliability.conftest import (
     ForkServer,

@@ -12,7 +12,7 @@ import pytest
 
 from collab.config import DataStage, EvalStage, Recipe, TrainerStage, load_recipe, recipes_root
 from collab.errors import CollabError
-from collab.train.compat import breaking_differences
+from collab.run.compat import breaking_differences
 
 MODELS = {"llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct", "qwen3-8b": "Qwen/Qwen3-8B"}
 TASKS = {"math-hard": ("collabllm-math-hard", 5e-4), "bigcodebench": ("collabllm-bigcodebench", 5e-4),

@@ -14,8 +14,8 @@ import pytest
 from collab.config import TrainerStage
 from collab.errors import CollabError
 from collab.launch import project_root
+from collab.run.layout import StagePaths
 from collab.train.launch import LaunchPlan, plan_launch, run_launch
-from collab.train.paths import StagePaths
 
 CONFIGS = project_root() / "accelerate_configs"
 ENTRY = ["-m", "collab.train.entry", "--run-dir", "runs/x", "--stage", "dpo"]

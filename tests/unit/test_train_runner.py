@@ -13,9 +13,9 @@ import pytest
 
 from collab.config import Recipe, load_recipe, validate_recipe
 from collab.errors import CollabError
-from collab.run_dir import open_run
+from collab.run.layout import StagePaths
+from collab.run.record import open_run
 from collab.train import runner
-from collab.train.paths import StagePaths
 
 
 def recipe(tmp_path: Path, dpo_trainer: dict[str, Any] | None = None) -> Recipe:
