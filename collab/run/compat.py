@@ -99,9 +99,9 @@ def check_world_size(paths: StagePaths, world_size: int, checkpoint: Path | None
     recorded = (paths.read_launch() or {}).get("world_size")
     if checkpoint is not None and isinstance(recorded, int) and recorded != world_size:
         raise CollabError(
-            f"stage '{paths.label}' was started with {recorded} processes and would now run with {world_size}; "
-            f"its checkpoint {checkpoint.name} cannot continue with another number of processes (the batch per "
-            "step would change)",
+            f"stage '{paths.label}' was started with {recorded} processes and would now be launched with "
+            f"{world_size}; its checkpoint {checkpoint.name} cannot continue with another number of processes (the "
+            "batch per step would change)",
             fix=f"launch with {recorded} processes (the accelerate config's num_processes, the number of visible "
             "GPUs, or --num_processes in COLLAB_ACCELERATE_ARGS), or start a new run with another output_dir.",
         )
