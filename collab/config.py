@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from collab.errors import CollabError
 from collab.models import DEFAULT_MODEL
+from collab.stages.kinds import KINDS, TRAINER_KINDS, load
 
 
 class Section(BaseModel):
@@ -308,7 +309,7 @@ class TrainerStage(StageBase):
             against 0.54 GB for final/), which is why a finished stage keeps none by default.
     """
 
-    kind: Literal["sft", "dpo", "online_dpo", "grpo", "rloo"]
+    kind: Literal[TRAINER_KINDS]  # type: ignore[valid-type]  # the trainer kinds of collab.stages.kinds
     init_from: str | None = None
     data_from: str | None = None
     accelerate_config: str = "cpu"
@@ -461,23 +462,13 @@ class Recipe(Section):
 
 # --- trainer arguments -------------------------------------------------------------------------------------------
 
-TRAINER_CONFIGS = {
-    "sft": ("trl", "SFTConfig"),
-    "dpo": ("trl", "DPOConfig"),
-    "online_dpo": ("trl.experimental.online_dpo", "OnlineDPOConfig"),
-    "grpo": ("trl", "GRPOConfig"),
-    "rloo": ("trl", "RLOOConfig"),
-}
 # Validation checks keys and types, not this machine's hardware: a GPU recipe must validate on a laptop.
 _HARDWARE_NEUTRAL = {"bf16": False, "fp16": False, "use_cpu": True, "tf32": None}
 
 
 def trainer_config_class(kind: str) -> type:
-    import importlib
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    module, name = TRAINER_CONFIGS[kind]
-    return getattr(importlib.import_module(module), name)
+    """The TRL config class of a trainer kind (SFTConfig, DPOConfig, ...), from collab.stages.kinds."""
+    return load(KINDS[kind].trl_config)
 
 
 @functools.lru_cache(maxsize=None)
@@ -683,7 +674,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: invalid recipe: " + "; ".join(parts).rstrip(".") + "."
 
 
-_STAGE_KINDS = {"sft", "dpo", "online_dpo", "grpo", "rloo", "data", "eval"}
+_STAGE_KINDS = set(KINDS)
 
 
 def _display_path(loc: list[str]) -> str:

@@ -29,6 +29,7 @@ from collab.config import DataStage, EvalStage, Recipe, ServeConfig, StageBase, 
 from collab.errors import CollabError
 from collab.launch import ACCELERATE_ARGS_ENV, accelerate_command, multinode_args, project_root
 from collab.run.layout import StagePaths
+from collab.stages.kinds import KINDS
 from collab.train.batch import batch_plan, check_effective_batch, scaled_accumulation
 
 _TIME_FORMATS = [  # the --time formats sbatch accepts, as (pattern, field names)
@@ -155,15 +156,11 @@ def vllm_server_node(stage: TrainerStage) -> bool:
     return bool(args.get("use_vllm")) and args.get("vllm_mode") == "server" and not args.get("vllm_server_base_url")
 
 
-# Trainer stages that roll conversations out against the simulated user (and judge) while training.
-_ONLINE_KINDS = ("online_dpo", "grpo", "rloo")
-
-
 def serve_nodes_needed(recipe: Recipe, stage: StageBase) -> int:
     """Nodes a stage's job adds for the recipe's self-hosted simulator/judge: offline trainers never call them."""
     if recipe.serve is None:
         return 0
-    if isinstance(stage, TrainerStage) and stage.kind not in _ONLINE_KINDS:
+    if not KINDS[stage.kind].generates:  # type: ignore[attr-defined]
         return 0
     return recipe.serve.nodes
 
