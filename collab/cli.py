@@ -304,14 +304,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         launch_slurm(args.recipe, _overrides(args), options, dry_run=args.dry_run, echo=print)
         return 0
     # --- end launch ---
-    # --- train (collab.train) ---
+    # --- train (collab.stages.pipeline) ---
     if args.command in ("train", "resume"):
-        from collab.train import runner
+        from collab.stages import pipeline
 
         if args.command == "train":
-            run_dir = runner.train(_recipe(args), stage=args.stage, restart_from=args.restart_from)
+            run_dir = pipeline.train(_recipe(args), stage=args.stage, restart_from=args.restart_from)
         else:
-            run_dir = runner.resume(args.run_dir, stage=args.stage)
+            run_dir = pipeline.resume(args.run_dir, stage=args.stage)
         console.print(f"run directory: {run_dir}", markup=False, highlight=False)
         return 0
     # --- end train ---

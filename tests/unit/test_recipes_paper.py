@@ -56,7 +56,7 @@ def test_recipes_are_prefixes_of_one_pipeline_sharing_a_run_directory(model: str
 
 
 def test_a_longer_lineage_recipe_continues_a_shorter_ones_run_and_not_the_reverse(tmp_path: Path) -> None:
-    from collab.train.runner import open_run
+    from collab.run.record import open_run
 
     sft, dpo = paper("llama-3.1-8b-instruct", "medium", "sft"), paper("llama-3.1-8b-instruct", "medium", "dpo")
     open_run(sft, tmp_path)
