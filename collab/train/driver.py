@@ -2,8 +2,8 @@
 under `accelerate launch` (collab.train.driver_launch), wait, and turn their outcome into DONE, a preemption or an
 error.
 
-The ranks run `collab.train.rank_main`; this process never imports torch or TRL for a trainer stage beyond what
-the checks need, so it stays small while they train.
+The ranks run `collab.train.rank_main`; this process loads no model and no data for a trainer stage, so it stays
+small while they train.
 """
 
 from __future__ import annotations
