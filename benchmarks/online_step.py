@@ -1,8 +1,8 @@
 """Seconds per online training step, split into MR rollouts, TRL's own sampling of the completions, and the rest
 (log-probabilities, loss, backward, optimizer); and the same step with a free reward, side by side.
 
-Each stage kind is built in this process exactly as `collab train` builds it (`build_online_trainer`) and trained
-for a few steps; a callback times every step, the reward function times its MR call (`mr/seconds`), and TRL's
+Each stage kind is built in this process exactly as `collab train`'s ranks build it
+(`collab.train.rank_main.build_stage_trainer`) and trained for a few steps; a callback times every step, the reward function times its MR call (`mr/seconds`), and TRL's
 `_generate` is wrapped to time the sampling. Also counted per step: MR's policy requests and engine calls.
 
 With `--free` (the default) each kind is trained a second time, in the same process and from the same seed, with
@@ -48,7 +48,8 @@ def run_kind(kind: str, a: argparse.Namespace, root: Path, *, free: bool = False
     from transformers import TrainerCallback
 
     from collab.config import validate_recipe
-    from collab.train.online import build_online_trainer
+    from collab.run.record import open_run
+    from collab.train.rank_main import build_stage_trainer
 
     recipe = validate_recipe({
         "name": f"bench-{kind}", "output_dir": str(root / f"{kind}-{'free' if free else 'mr'}"), "seed": 0,
@@ -67,7 +68,9 @@ def run_kind(kind: str, a: argparse.Namespace, root: Path, *, free: bool = False
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
             step_times.append(time.perf_counter() - self.started)
 
-    trainer = build_online_trainer(recipe, recipe.stages[0], recipe.run_dir, callbacks=[StepTimer()])  # type: ignore[arg-type]
+    open_run(recipe, recipe.run_dir)
+    trainer, _, _ = build_stage_trainer(recipe, recipe.stages[0], recipe.run_dir,  # type: ignore[arg-type]
+                                        callbacks=[StepTimer()])
     sampling: list[float] = []
     generate = trainer._generate
 

@@ -265,7 +265,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from collab.backends.cache import CACHE_FILE, merge_shards
         from collab.data.engine import Shard
         from collab.data.stage import data_stage_of, merge_data_stage, run_data_stage
-        from collab.run_dir import load_run, open_run
+        from collab.run.record import load_run, open_run
 
         if args.target[0] == "merge":
             if len(args.target) != 2:
@@ -319,14 +319,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         launch_slurm(args.recipe, _overrides(args), options, dry_run=args.dry_run, echo=print)
         return 0
     # --- end launch ---
-    # --- train (collab.train) ---
+    # --- train (collab.stages.pipeline) ---
     if args.command in ("train", "resume"):
-        from collab.train import runner
+        from collab.stages import pipeline
 
         if args.command == "train":
-            run_dir = runner.train(_recipe(args), stage=args.stage, restart_from=args.restart_from)
+            run_dir = pipeline.train(_recipe(args), stage=args.stage, restart_from=args.restart_from)
         else:
-            run_dir = runner.resume(args.run_dir, stage=args.stage)
+            run_dir = pipeline.resume(args.run_dir, stage=args.stage)
         console.print(f"run directory: {run_dir}", markup=False, highlight=False)
         return 0
     # --- end train ---
@@ -350,7 +350,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _launch_preflight(args: argparse.Namespace) -> None:
     """Check the stages about to be submitted (the unfinished ones, or --stage) before sbatch."""
     from collab import preflight
-    from collab.train.paths import StagePaths
+    from collab.run.layout import StagePaths
 
     recipe = _recipe(args)
     if args.stage is not None:

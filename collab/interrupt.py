@@ -26,8 +26,8 @@ def _lines(path: Path) -> int:
 
 def saved_state(run_dir: Path, label: str, kind: str) -> str:
     """What an interrupted stage of `kind` has kept in `run_dir / label`, in words."""
-    from collab.train.checkpoints import checkpoint_step, last_complete_checkpoint
-    from collab.train.paths import StagePaths
+    from collab.run.checkpoints import checkpoint_step, last_complete_checkpoint
+    from collab.run.layout import StagePaths
 
     root = run_dir / label
     if kind == "data":

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from filelock import FileLock
 
@@ -191,12 +191,27 @@ def resolve_model(name: str, *, where: str = "model") -> str:
     )
 
 
+def is_adapter(path: str | Path) -> bool:
+    """Whether `path` is a bare LoRA adapter folder (adapter_config.json and no config.json of its own)."""
+    return (Path(path) / "adapter_config.json").is_file() and not (Path(path) / "config.json").is_file()
+
+
+def torch_dtype(dtype: str) -> Any:
+    """The torch dtype of a recipe's `dtype` value ("float32", "bfloat16", ...); "auto" stays "auto" (transformers
+    then uses the dtype the weights were saved in)."""
+    import torch
+
+    return "auto" if dtype == "auto" else getattr(torch, dtype)
+
+
 def load_tokenizer(name: str) -> Any:
+    """The tokenizer of a model name or folder (an adapter without tokenizer files uses its base model's), with a
+    pad token (the EOS token when the model has none)."""
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
     if Path(path, "adapter_config.json").is_file() and not Path(path, "tokenizer_config.json").is_file():
-        path = _adapter_base(Path(path))
+        path = adapter_base(path)
     with _unloadable(name, path, "tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
@@ -204,9 +219,11 @@ def load_tokenizer(name: str) -> Any:
     return tokenizer
 
 
-def _adapter_base(adapter_dir: Path) -> str:
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The loadable base model (path or hub id) that the LoRA adapter in `adapter_dir` was trained on."""
     import json
 
+    adapter_dir = Path(adapter_dir)
     base = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
         raise CollabError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path", fix="re-save it.")
@@ -226,21 +243,29 @@ def _unloadable(name: str, path: str | Path, what: str) -> Iterator[None]:
                           f"'{DEFAULT_MODEL}'.") from None
 
 
+def load_causal_lm(path: str, *, dtype: Any = "auto", adapter: Literal["merge", "train"] = "merge") -> Any:
+    """The causal LM at `path` (a resolved path or hub id, see `resolve_model`) in `dtype` (a torch dtype or
+    "auto"), on the CPU. A LoRA adapter folder is loaded on its base model, then merged into it (`merge`) or kept as a
+    trainable adapter (`train`, a peft PeftModel)."""
+    from transformers import AutoModelForCausalLM
+
+    if not is_adapter(path):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=dtype)
+    if adapter == "train":
+        return PeftModel.from_pretrained(base, path, is_trainable=True)
+    return PeftModel.from_pretrained(base, path).merge_and_unload()
+
+
 def load_model(name: str, *, dtype: str = "auto", device: str | None = None) -> Any:
     """A causal LM ready for inference; LoRA adapters are loaded on their base model and merged."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    path = Path(resolve_model(name))
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    path = resolve_model(name)
     with _unloadable(name, path, "model"):
-        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-            from peft import PeftModel
-
-            base = AutoModelForCausalLM.from_pretrained(_adapter_base(path), dtype=torch_dtype)
-            model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+        model = load_causal_lm(path, dtype=torch_dtype(dtype))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval()
@@ -256,7 +281,7 @@ def merged_weights(path: str) -> str:
     `-merged` folder that later runs would trust.
     """
     src = Path(path)
-    if not ((src / "adapter_config.json").is_file() and not (src / "config.json").is_file()):
+    if not is_adapter(src):
         return path
     target = src.parent / f"{src.name}-merged"
     if (target / "config.json").is_file():
@@ -264,13 +289,8 @@ def merged_weights(path: str) -> str:
     import shutil
     import tempfile
 
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = _adapter_base(src)
     with _unloadable(str(src), src, "LoRA adapter"):
-        model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
-        model = PeftModel.from_pretrained(model, str(src)).merge_and_unload()
+        model = load_causal_lm(str(src))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=src.parent))
     try:
         model.save_pretrained(tmp)

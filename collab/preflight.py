@@ -19,9 +19,7 @@ import yaml
 
 from collab.config import BackendConfig, DataStage, EvalStage, Recipe, StageBase, TrainerStage
 from collab.errors import CollabError
-
-# Stage kinds that generate text through the recipe's backends (rollouts, simulated users, the judge).
-GENERATING_KINDS = ("data", "eval", "online_dpo", "grpo", "rloo")
+from collab.stages.kinds import KINDS
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ def _importable(module: str) -> bool:
 
 def _backends(recipe: Recipe, stage: StageBase) -> list[tuple[str, BackendConfig]]:
     """(recipe key, backend) of every backend `stage` generates with."""
-    if stage.kind not in GENERATING_KINDS:  # type: ignore[attr-defined]
+    if not KINDS[stage.kind].generates:  # type: ignore[attr-defined]
         return []
     found = [("policy", recipe.policy)]
     if recipe.simulator.kind == "llm" and recipe.simulator.backend is not None:
@@ -128,7 +126,7 @@ def task_problems(recipe: Recipe, stages: Iterable[StageBase], *, files_only: bo
         if isinstance(stage, EvalStage):
             want(stage.tasks or recipe.tasks.name, stage.split or recipe.tasks.eval_split,
                  f"stages (eval stage '{stage.label}')")
-        elif isinstance(stage, (DataStage, TrainerStage)) and stage.kind in GENERATING_KINDS:
+        elif isinstance(stage, (DataStage, TrainerStage)) and KINDS[stage.kind].generates:
             want(recipe.tasks.name, recipe.tasks.split, "tasks")
     problems = []
     for (name, split), key in wanted.items():

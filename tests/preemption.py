@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from collab.train.checkpoints import is_complete_checkpoint
+from collab.run.checkpoints import is_complete_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 

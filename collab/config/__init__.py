@@ -32,14 +32,13 @@ from collab.config.schema import (
     TrainerStage,
 )
 from collab.config.trainer_args import (
-    TRAINER_CONFIGS,
     check_trainer_args,
     coerce_trainer_args,
     trainer_config_class,
 )
 
 __all__ = [
-    "SERVE_API_KEY_ENV", "SERVE_BASE_URL_ENV", "TRAINER_CONFIGS", "BackendConfig", "DataStage", "EvalStage",
+    "SERVE_API_KEY_ENV", "SERVE_BASE_URL_ENV", "BackendConfig", "DataStage", "EvalStage",
     "JudgeConfig", "LoraConfig", "ModelConfig", "Recipe", "RewardConfig", "RewardWeights", "Section", "ServeConfig",
     "SimulatorConfig", "Stage", "StageBase", "TasksConfig", "TrackingConfig", "TrainerStage", "apply_override",
     "check_trainer_args", "coerce_trainer_args", "dump_recipe", "format_validation_error", "load_recipe",

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from collab.config.schema import DataStage, EvalStage, Recipe, TrainerStage
 from collab.config.trainer_args import check_trainer_args, coerce_trainer_args
 from collab.errors import CollabError
+from collab.stages.kinds import KINDS
 
 
 def _split_path(path: str) -> list[str]:
@@ -177,7 +178,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: invalid recipe: " + "; ".join(parts).rstrip(".") + "."
 
 
-_STAGE_KINDS = {"sft", "dpo", "online_dpo", "grpo", "rloo", "data", "eval"}
+_STAGE_KINDS = set(KINDS)
 
 
 def _display_path(loc: list[str]) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from collab.errors import CollabError
 from collab.models import DEFAULT_MODEL
+from collab.stages.kinds import TRAINER_KINDS
 
 
 class Section(BaseModel):
@@ -285,8 +286,8 @@ class StageBase(Section):
 class TrainerStage(StageBase):
     """A training stage over a TRL trainer."""
 
-    kind: Literal["sft", "dpo", "online_dpo", "grpo", "rloo"] = Field(
-        ..., description="sft, dpo, online_dpo, grpo or rloo.")
+    kind: Literal[TRAINER_KINDS] = Field(  # type: ignore[valid-type]  # the trainer kinds of collab.stages.kinds
+        ..., description=", ".join(TRAINER_KINDS) + " (collab.stages.kinds).")
     init_from: str | None = Field(
         None, description="Start from the model saved by this earlier stage (by name); empty for `model.name`.")
     data_from: str | None = Field(

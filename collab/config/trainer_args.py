@@ -14,23 +14,15 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-TRAINER_CONFIGS = {
-    "sft": ("trl", "SFTConfig"),
-    "dpo": ("trl", "DPOConfig"),
-    "online_dpo": ("trl.experimental.online_dpo", "OnlineDPOConfig"),
-    "grpo": ("trl", "GRPOConfig"),
-    "rloo": ("trl", "RLOOConfig"),
-}
+from collab.stages.kinds import KINDS, load
+
 # Validation checks keys and types, not this machine's hardware: a GPU recipe must validate on a laptop.
 _HARDWARE_NEUTRAL = {"bf16": False, "fp16": False, "use_cpu": True, "tf32": None}
 
 
 def trainer_config_class(kind: str) -> type:
-    import importlib
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    module, name = TRAINER_CONFIGS[kind]
-    return getattr(importlib.import_module(module), name)
+    """The TRL config class of a trainer kind (SFTConfig, DPOConfig, ...), from collab.stages.kinds."""
+    return load(KINDS[kind].trl_config)  # type: ignore[arg-type]  # every trainer kind names one
 
 
 @functools.cache
@@ -63,13 +55,8 @@ def coerce_trainer_args(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# The candidates' reply length and temperature of online stages: TRL's own keys. generation_kwargs would override
-# them silently (TRL passes it last to the sampler), so the same setting in both places is refused.
-_REPLY_KEYS = {
-    "grpo": "max_completion_length",
-    "rloo": "max_completion_length",
-    "online_dpo": "max_new_tokens",
-}
+# The candidates' reply length and temperature of online stages are TRL's own keys (the table's `reply_length`).
+# generation_kwargs would override them silently (TRL passes it last to the sampler), so both places are refused.
 _GENERATION_ALIASES = {"max_tokens": "length", "max_new_tokens": "length", "max_completion_length": "length",
                        "temperature": "temperature"}
 
@@ -77,13 +64,14 @@ _GENERATION_ALIASES = {"max_tokens": "length", "max_new_tokens": "length", "max_
 def _generation_kwargs_conflicts(kind: str, args: dict[str, Any]) -> list[tuple[str, str]]:
     """Reply length or temperature given in `generation_kwargs`, where it would override TRL's own key unseen."""
     extra = args.get("generation_kwargs")
-    if kind not in _REPLY_KEYS or not isinstance(extra, dict):
+    reply_length = KINDS[kind].reply_length
+    if reply_length is None or not isinstance(extra, dict):
         return []
     problems = []
     for key in extra:
         setting = _GENERATION_ALIASES.get(key)
         if setting is not None:
-            own = _REPLY_KEYS[kind] if setting == "length" else "temperature"
+            own = reply_length if setting == "length" else "temperature"
             message = (f"sets the reply {setting}, which is `trainer.{own}`'s job; set trainer.{own} instead and "
                        "remove it from generation_kwargs")
             problems.append((f"generation_kwargs.{key}", message))

@@ -12,8 +12,7 @@ from collab.data.engine import DataEngine, Shard, store_dir, turn_key
 from collab.data.store import JsonlStore, read_records
 from collab.errors import CollabError
 from collab.io import atomic_write_json, atomic_write_text
-
-DONE = "DONE"
+from collab.run.layout import DONE
 
 
 def run_data_stage(recipe: Recipe, stage: DataStage, run_dir: Path, shard: Shard = Shard()) -> Path:

@@ -1,7 +1,7 @@
 """How a training stage's processes are launched, on one machine or many.
 
 A trainer stage always runs as `accelerate launch --config_file accelerate_configs/<cfg>.yaml ... -m
-collab.train.entry --run-dir RUN --stage NAME`. On one machine `collab train` builds that command from the recipe.
+collab.train.rank_main --run-dir RUN --stage NAME`. On one machine `collab train` builds that command from the recipe.
 On a cluster every node runs the same `collab train` / `collab resume`, and the job script (slurm/train.slurm) tells
 each node its place through environment variables, so the recipe never holds cluster addresses:
 
@@ -65,7 +65,7 @@ def accelerate_command(
     extra = shlex.split(env.get(ACCELERATE_ARGS_ENV, ""))
     return [
         "accelerate", "launch", "--config_file", str(accelerate_config_path(config)), *extra,
-        "-m", "collab.train.entry", "--run-dir", str(run_dir), "--stage", stage,
+        "-m", "collab.train.rank_main", "--run-dir", str(run_dir), "--stage", stage,
     ]
 
 

@@ -27,8 +27,10 @@ from pathlib import Path
 
 from collab.config import DataStage, EvalStage, Recipe, ServeConfig, StageBase, TrainerStage, load_recipe
 from collab.errors import CollabError
-from collab.train.batch import batch_plan, check_effective_batch, scaled_accumulation
 from collab.launch import ACCELERATE_ARGS_ENV, accelerate_command, multinode_args, project_root
+from collab.run.layout import StagePaths
+from collab.stages.kinds import KINDS
+from collab.train.batch import batch_plan, check_effective_batch, scaled_accumulation
 
 _TIME_FORMATS = [  # the --time formats sbatch accepts, as (pattern, field names)
     (r"(?P<m>\d+)", "m"),
@@ -154,15 +156,11 @@ def vllm_server_node(stage: TrainerStage) -> bool:
     return bool(args.get("use_vllm")) and args.get("vllm_mode") == "server" and not args.get("vllm_server_base_url")
 
 
-# Trainer stages that roll conversations out against the simulated user (and judge) while training.
-_ONLINE_KINDS = ("online_dpo", "grpo", "rloo")
-
-
 def serve_nodes_needed(recipe: Recipe, stage: StageBase) -> int:
     """Nodes a stage's job adds for the recipe's self-hosted simulator/judge: offline trainers never call them."""
     if recipe.serve is None:
         return 0
-    if isinstance(stage, TrainerStage) and stage.kind not in _ONLINE_KINDS:
+    if not KINDS[stage.kind].generates:  # type: ignore[attr-defined]
         return 0
     return recipe.serve.nodes
 
@@ -209,7 +207,7 @@ class SlurmPlanner:
         if not self.recipe.stages:
             raise CollabError(f"{self.recipe_path} has no stages to run", fix="add `stages:` to the recipe.")
         # A whole-recipe launch skips stages already finished in the run directory (resubmitting after a failure).
-        todo = [s for s in self.recipe.stages if not (self.run_dir / s.label / "DONE").exists()]
+        todo = [s for s in self.recipe.stages if not StagePaths(self.run_dir, s.label).is_done()]
         if not todo:
             raise CollabError(f"every stage of {self.recipe.name} is done in {self.run_dir}",
                               fix="use --stage NAME to rerun one, or another output_dir.")
@@ -283,7 +281,7 @@ class SlurmPlanner:
         args = ["--recipe", str(self.recipe_path), "--run-dir", str(self.run_dir), "--stage", stage.label,
                 "--gpus-per-node", str(o.gpus_per_node), "--accelerate-config", stage.accelerate_config, *serve_opts]
         if server:
-            model = str(self.run_dir / stage.init_from / "final") if stage.init_from else self.recipe.model.name
+            model = str(StagePaths(self.run_dir, stage.init_from).final) if stage.init_from else self.recipe.model.name
             port = int(stage.trainer.get("vllm_server_port", 8000))
             args += ["--vllm-model", model, "--vllm-tp", str(tp), "--vllm-port", str(port)]
             inside.append(f"last node: trl vllm-serve --model {shlex.quote(model)} --tensor_parallel_size "

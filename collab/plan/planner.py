@@ -39,6 +39,7 @@ from collab.plan.counts import (
     online_counts,
     row_tokens,
 )
+from collab.stages.kinds import KINDS
 
 PARTIES = ("policy", "simulator", "judge")
 
@@ -147,7 +148,7 @@ class _Planner:
         if isinstance(stage, EvalStage):
             return self._eval(stage)
         assert isinstance(stage, TrainerStage)
-        if stage.kind in ("sft", "dpo"):
+        if KINDS[stage.kind].online is None:
             return self._offline(stage)
         return self._online(stage)
 
@@ -320,7 +321,8 @@ class _Planner:
         gpus = self.processes(stage)
         per_device, accumulation = int(args["per_device_train_batch_size"]), int(args["gradient_accumulation_steps"])
         epochs, max_steps = float(args["num_train_epochs"]), int(args["max_steps"])
-        if stage.kind == "online_dpo":
+        pairs = KINDS[stage.kind].online == "pairs"  # OnlineDPO: two completions per prompt
+        if pairs:
             generations, iterations = 2, 1
             cap = int(args["max_new_tokens"])
             batch = per_device * accumulation * gpus  # prompts per optimizer step
@@ -334,7 +336,7 @@ class _Planner:
             reference = float(args.get("beta") or 0) > 0
         for scenario, expected in ((plan.bound, False), (plan.expected, True)):
             prompts, turns, limit = self.prompts(source, expected, plan.notes)
-            if stage.kind == "online_dpo":
+            if pairs:
                 steps = optimizer_steps(prompts, "prompts", batch, epochs, max_steps)
                 completions = (steps.total * batch if max_steps > 0 else prompts * epochs) * 2
             else:
@@ -351,7 +353,7 @@ class _Planner:
             scenario.training_gpu_hours = training_gpu_hours(completions * iterations * sequence, self.throughput,
                                                              reference=reference)
         origin = "every task's opening and every later state of the data stage" if source else "every task's opening"
-        unit = "prompts" if stage.kind == "online_dpo" else "completions"
+        unit = "prompts" if pairs else "completions"
         plan.notes.append(f"{generations} completions per prompt, each scored by MR; prompts: {origin}; effective "
                           f"batch {batch} {unit} per step on {gpus} processes")
         self.notes_for_prices(plan)

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from collab.plan.planner import RecipePlan, StagePlan
+from collab.stages.kinds import KINDS
 
 
 def number(value: float) -> str:
@@ -37,9 +38,8 @@ def _rows(plan: StagePlan, gpus: int, cpu: bool = False) -> list[tuple[str, str,
         out.append((label, fmt(get(b)), fmt(get(e))))  # type: ignore[operator]
 
     if b.counts.conversations:
-        what = "completions scored" if plan.kind in ("online_dpo", "grpo", "rloo") else "conversations"
-        add(what, lambda s: s.counts.conversations)
-        online = plan.kind in ("online_dpo", "grpo", "rloo")
+        online = KINDS[plan.kind].online is not None
+        add("completions scored" if online else "conversations", lambda s: s.counts.conversations)
         add("turns of the prompts' conversations" if online else "turns per conversation", lambda s: s.counts.turns)
         for party in ("policy", "simulator", "judge"):
             usage = getattr(b.counts, party)

@@ -9,7 +9,8 @@ from typing import Any
 
 from collab.config import TrainerStage
 from collab.errors import CollabError
-from collab.train.paths import StagePaths
+from collab.run.layout import StagePaths
+from collab.train.inputs import TrainerInputs
 
 
 def load_stage_data(run_dir: Path, stage: TrainerStage, subset: str) -> Any:
@@ -79,23 +80,22 @@ def eval_split(data: Any, args: dict[str, Any]) -> Any | None:
 
 
 def build_offline_trainer(
-    trainer_cls: type, to_row: Callable[[dict[str, Any]], dict[str, Any]], setup: Any, config: Any, data: Any,
-    args: dict[str, Any], callbacks: list[Any], **extra: Any,
+    trainer_cls: type, to_row: Callable[[dict[str, Any]], dict[str, Any]], inputs: TrainerInputs, **extra: Any,
 ) -> Any:
     """A TRL trainer over a data stage's DatasetDict, its rows converted by `to_row` (shared by sft and dpo)."""
 
     def convert(split: Any) -> Any:
         return split.map(to_row, remove_columns=split.column_names)
 
-    evaluation = eval_split(data, args)
+    evaluation = eval_split(inputs.data, inputs.args)
     return trainer_cls(
-        model=setup.model,
-        args=config,
-        train_dataset=convert(data["train"]),
+        model=inputs.setup.model,
+        args=inputs.config,
+        train_dataset=convert(inputs.data["train"]),
         eval_dataset=convert(evaluation) if evaluation is not None else None,
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=callbacks,
+        processing_class=inputs.setup.tokenizer,
+        peft_config=inputs.setup.peft_config,
+        callbacks=inputs.callbacks,
         **extra,
     )
 

@@ -1,4 +1,4 @@
-"""The CUDA device of a rank, in every thread that drives a GPU for it.
+"""The GPUs this process sees, and the CUDA device of a rank in every thread that drives a GPU for it.
 
 CUDA's current device belongs to the thread: a new thread starts on device 0, whatever the process's main thread
 chose. GRPO and RLOO await the MR reward in a worker thread (asyncio.to_thread), so without this every rank's
@@ -33,3 +33,15 @@ def bind_rank_device(device: Any = None) -> int | None:
     if torch.cuda.current_device() != index:
         torch.cuda.set_device(index)
     return index
+
+
+def visible_gpus() -> int:
+    """How many CUDA devices this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def has_gpu() -> bool:
+    """Whether this process sees a CUDA device (the trainer arguments turn to CPU training without one)."""
+    return visible_gpus() > 0

@@ -1,9 +1,8 @@
 """The `dpo` stage: TRL DPOTrainer on `<data_from>/dpo` (conversational prompt / chosen / rejected).
 
-The reference model is the stage's starting model (see `collab.train.common`): with LoRA, TRL computes it with the
-adapter disabled (or from a frozen copy of a continued adapter), so no second model is loaded. The loss is the
-recipe's (`loss_type`, `loss_weights`); REFERENCE.md section 5 shows why ["sigmoid", "sft"] moves behaviour on
-small models where plain sigmoid does not.
+The reference model is the stage's starting model (see `collab.train.start_model`): with LoRA, TRL computes it with
+the adapter disabled (or from a frozen copy of a continued adapter), so no second model is loaded. The loss is the
+recipe's (`loss_type`, `loss_weights`).
 """
 
 from __future__ import annotations
@@ -11,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from collab.config import TrainerStage
-from collab.train.common import ModelSetup
+from collab.config import Recipe, TrainerStage
 from collab.train.data import build_offline_trainer, load_stage_data, require_columns
+from collab.train.inputs import TrainerInputs
 
 SUBSET = "dpo"
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -29,22 +28,18 @@ def to_preference(row: dict[str, Any]) -> dict[str, Any]:
             "rejected": as_message_list(row["rejected"])}
 
 
-def load_dpo_data(run_dir: Path, stage: TrainerStage) -> Any:
+def load_dpo_data(recipe: Recipe, stage: TrainerStage, run_dir: Path) -> Any:
+    """The `<data_from>/dpo` DatasetDict, checked for its prompt / chosen / rejected columns."""
     data = load_stage_data(run_dir, stage, SUBSET)
     require_columns(data["train"], COLUMNS, f"{stage.data_from}/{SUBSET}")
     return data
 
 
-def build_dpo_trainer(
-    setup: ModelSetup, config: Any, data: Any, args: dict[str, Any], callbacks: list[Any], *,
-    max_completion_length: int | None = None,
-) -> Any:
-    from trl import DPOTrainer
-
-    trainer_cls = DPOTrainer if max_completion_length is None else with_completion_window(DPOTrainer,
-                                                                                          max_completion_length)
-    return build_offline_trainer(trainer_cls, to_preference, setup, config, data, args, callbacks,
-                                 ref_model=setup.ref_model)
+def build_dpo_trainer(trainer_class: type, inputs: TrainerInputs) -> Any:
+    """TRL's DPOTrainer (`trainer_class`), cut to the stage's `max_completion_length` window when it has one."""
+    length = inputs.stage.max_completion_length
+    trainer_cls = trainer_class if length is None else with_completion_window(trainer_class, length)
+    return build_offline_trainer(trainer_cls, to_preference, inputs, ref_model=inputs.setup.ref_model)
 
 
 def with_completion_window(trainer_cls: type, length: int) -> type:

@@ -1,9 +1,9 @@
 """The online stages: `online_dpo` (TRL OnlineDPOTrainer), `grpo` (GRPOTrainer) and `rloo` (RLOOTrainer), all
 rewarded by MR computed on the fly with the policy being trained (docs/online.md).
 
-They run exactly like the offline stages: `collab train` launches `accelerate launch -m collab.train.entry` (same
-checkpoints, resume from the newest complete one, preemption handling, one W&B run per stage), and
-`collab.train.worker` builds the trainer with `online_builder`. What differs is here:
+They run exactly like the offline stages: `collab train` launches `accelerate launch -m collab.train.rank_main` (same
+checkpoints, resume from the newest complete one, preemption handling, one W&B run per stage), and every rank
+builds the trainer with `build_online_trainer`, as collab.stages.kinds says. What differs is here:
 
 - the data: conversation states from the recipe's tasks (`collab.train.online_data`), not a preference dataset;
 - the reward: `collab.train.online_reward` (one batched MR call per generation batch), attached after the trainer
@@ -18,35 +18,21 @@ each generation batch for several optimizer steps with PPO's clipped importance 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from collab.config import Recipe, TrainerStage
 from collab.errors import CollabError
-
-ONLINE_KINDS = ("online_dpo", "grpo", "rloo")
-TRAINERS = {
-    "online_dpo": ("trl.experimental.online_dpo", "OnlineDPOTrainer"),
-    "grpo": ("trl", "GRPOTrainer"),
-    "rloo": ("trl", "RLOOTrainer"),
-}
-
-
-def run_online_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path) -> None:
-    """The dispatch contract of `collab.train.runner`: launch the stage like sft/dpo, under `accelerate launch`."""
-    from collab.train.runner import run_trainer_stage
-
-    run_trainer_stage(recipe, stage, run_dir)
-
+from collab.stages.kinds import KINDS, load
+from collab.train.inputs import TrainerInputs
 
 # --- trainer arguments -------------------------------------------------------------------------------------------
 
 
 def online_arguments(stage: TrainerStage, args: dict[str, Any], *, gpu: bool, check_vllm: bool = True,
                      environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """What collab adds to and refuses in an online stage's trainer arguments (called by `trainer_arguments`).
+    """What collab adds to and refuses in an online stage's trainer arguments (the online kinds' `extra_arguments`,
+    called by `collab.train.arguments.trainer_arguments`).
 
     - `logging_steps` defaults to 1: the MR breakdown is logged every step.
     - vLLM server mode takes the server's address from COLLAB_VLLM_HOST / COLLAB_VLLM_PORT (the job script's
@@ -112,17 +98,18 @@ class MRLoggingMixin:
         return gather_object([totals])
 
 
-def trainer_class(kind: str) -> type:
-    """TRL's trainer of `kind` with the MR breakdown in its logs and failed or tied MR left out of its loss."""
-    import importlib
-
+def with_mr(base: type, kind: str) -> type:
+    """`base` (TRL's trainer of `kind`) with the MR breakdown in its logs and failed or tied MR left out of its loss
+    (per pair or per group, as the kind's `online` entry says)."""
     from collab.train.online_mask import GroupMaskMixin, PairMaskMixin
 
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    module, name = TRAINERS[kind]
-    base = getattr(importlib.import_module(module), name)
-    mask = PairMaskMixin if kind == "online_dpo" else GroupMaskMixin
-    return type(f"MR{name}", (MRLoggingMixin, mask, base), {})
+    mask = PairMaskMixin if KINDS[kind].online == "pairs" else GroupMaskMixin
+    return type(f"MR{base.__name__}", (MRLoggingMixin, mask, base), {})
+
+
+def trainer_class(kind: str) -> type:
+    """The trainer class an online stage of `kind` trains with: the table's TRL trainer, `with_mr`."""
+    return with_mr(load(KINDS[kind].trainer), kind)
 
 
 def stop_ids(trainer: Any) -> list[int]:
@@ -134,9 +121,9 @@ def stop_ids(trainer: Any) -> list[int]:
 def check_start(recipe: Recipe, stage: TrainerStage, source: str, config: Any) -> None:
     """GRPO/RLOO build their KL reference from the model's hub id / path, which is the base model after a merged
     adapter start: refuse instead of silently regularising towards the wrong model."""
-    from collab.train.common import is_adapter
+    from collab.models import is_adapter
 
-    if stage.kind in ("grpo", "rloo") and getattr(config, "beta", 0.0) and recipe.model.lora is None \
+    if KINDS[stage.kind].online == "groups" and getattr(config, "beta", 0.0) and recipe.model.lora is None \
             and is_adapter(source):
         raise CollabError(
             f"stage '{stage.label}' starts from the adapter {source} merged into its base, with a KL term "
@@ -159,51 +146,31 @@ def attach_reward(trainer: Any, function: Any, recipe: Recipe, stage: TrainerSta
     trainer.mr_reward = function
 
 
-Builder = Callable[[Any, Any, Any, dict[str, Any], list[Any]], Any]
+def build_online_trainer(trainer_class: type, inputs: TrainerInputs) -> Any:
+    """The online kinds' `build_trainer` (collab.stages.kinds): TRL's trainer `with_mr`, rewarded by MR."""
+    from accelerate import PartialState
 
+    from collab.run.layout import StagePaths
+    from collab.train.online_data import load_tasks
+    from collab.train.online_reward import AsyncMRRewardFunction, MRRewardFunction, SampleLog
 
-def online_builder(recipe: Recipe, stage: TrainerStage, run_dir: Path) -> Builder:
-    """`build(setup, config, data, args, callbacks) -> trainer`, as `collab.train.worker` calls builders."""
-
-    def build(setup: Any, config: Any, data: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
-        from accelerate import PartialState
-
-        from collab.train.online_data import load_tasks
-        from collab.train.online_reward import AsyncMRRewardFunction, MRRewardFunction, SampleLog
-        from collab.train.paths import StagePaths
-
-        check_start(recipe, stage, setup.source, config)
-        state = PartialState()
-        samples = None
-        if state.is_main_process:
-            samples = SampleLog(StagePaths(run_dir, stage.label).root / "samples.jsonl",
-                                recipe.tracking.sample_table_every)
-        function_class = MRRewardFunction if stage.kind == "online_dpo" else AsyncMRRewardFunction
-        function = function_class(tasks={t.id: t for t in load_tasks(recipe)}, seed=recipe.seed,
-                                  rank=state.process_index, samples=samples)
-        kwargs: dict[str, Any] = {}
-        if stage.kind == "online_dpo" and setup.ref_model is not None:
-            kwargs["ref_model"] = setup.ref_model
-        trainer = trainer_class(stage.kind)(
-            model=setup.model, reward_funcs=[function], args=config, train_dataset=data["train"],
-            processing_class=setup.tokenizer, peft_config=setup.peft_config, callbacks=callbacks, **kwargs,
-        )
-        attach_reward(trainer, function, recipe, stage, run_dir)
-        return trainer
-
-    return build
-
-
-def build_online_trainer(recipe: Recipe, stage: TrainerStage, run_dir: Path, *,
-                         callbacks: list[Any] | None = None) -> Any:
-    """The stage's trainer built in this process, as the launched worker builds it, without tracking (tests and
-    benchmarks; stages themselves run through `collab train`)."""
-    from collab.run_dir import open_run
-    from collab.train.common import build_model, has_gpu, make_config, trainer_arguments
-    from collab.train.online_data import load_online_data
-
-    open_run(recipe, run_dir)
-    args = trainer_arguments(recipe, stage, run_dir, gpu=has_gpu(), tracking=False)
-    setup = build_model(recipe, stage, run_dir, needs_reference=False)
-    data = load_online_data(recipe, stage, run_dir)
-    return online_builder(recipe, stage, run_dir)(setup, make_config(stage.kind, args), data, args, callbacks or [])
+    recipe, stage, run_dir, setup = inputs.recipe, inputs.stage, inputs.run_dir, inputs.setup
+    check_start(recipe, stage, setup.source, inputs.config)
+    state = PartialState()
+    samples = None
+    if state.is_main_process:
+        samples = SampleLog(StagePaths(run_dir, stage.label).root / "samples.jsonl",
+                            recipe.tracking.sample_table_every)
+    pairs = KINDS[stage.kind].online == "pairs"
+    function_class = MRRewardFunction if pairs else AsyncMRRewardFunction
+    function = function_class(tasks={t.id: t for t in load_tasks(recipe)}, seed=recipe.seed,
+                              rank=state.process_index, samples=samples)
+    kwargs: dict[str, Any] = {}
+    if pairs and setup.ref_model is not None:
+        kwargs["ref_model"] = setup.ref_model
+    trainer = with_mr(trainer_class, stage.kind)(
+        model=setup.model, reward_funcs=[function], args=inputs.config, train_dataset=inputs.data["train"],
+        processing_class=setup.tokenizer, peft_config=setup.peft_config, callbacks=inputs.callbacks, **kwargs,
+    )
+    attach_reward(trainer, function, recipe, stage, run_dir)
+    return trainer

@@ -29,9 +29,9 @@ from typing import Any
 from collab.chat import Conversation, message
 from collab.config import DataStage, Recipe, TrainerStage
 from collab.errors import CollabError
+from collab.run.layout import StagePaths
 from collab.simulators.base import UserSimulator
 from collab.tasks.record import Task
-from collab.train.paths import StagePaths
 
 PROMPTS_DIR = "prompts"
 COLUMNS = ("prompt", "task_id", "conv_id", "turn")

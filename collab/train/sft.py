@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from collab.config import TrainerStage
+from collab.config import Recipe, TrainerStage
 from collab.errors import CollabError
-from collab.train.common import ModelSetup
 from collab.train.data import build_offline_trainer, load_stage_data, require_columns
+from collab.train.inputs import TrainerInputs
 
 SUBSET = "sft"
 
@@ -26,13 +26,13 @@ def to_prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def load_sft_data(run_dir: Path, stage: TrainerStage) -> Any:
+def load_sft_data(recipe: Recipe, stage: TrainerStage, run_dir: Path) -> Any:
+    """The `<data_from>/sft` DatasetDict, checked for its `messages` column."""
     data = load_stage_data(run_dir, stage, SUBSET)
     require_columns(data["train"], ("messages",), f"{stage.data_from}/{SUBSET}")
     return data
 
 
-def build_sft_trainer(setup: ModelSetup, config: Any, data: Any, args: dict[str, Any], callbacks: list[Any]) -> Any:
-    from trl import SFTTrainer
-
-    return build_offline_trainer(SFTTrainer, to_prompt_completion, setup, config, data, args, callbacks)
+def build_sft_trainer(trainer_class: type, inputs: TrainerInputs) -> Any:
+    """TRL's SFTTrainer (`trainer_class`) on the rows as prompt-completion pairs."""
+    return build_offline_trainer(trainer_class, to_prompt_completion, inputs)

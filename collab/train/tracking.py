@@ -23,7 +23,7 @@ from typing import Any
 from collab.config import Recipe, TrainerStage
 from collab.errors import CollabError
 from collab.io import temp_file_beside
-from collab.train.paths import StagePaths
+from collab.run.layout import StagePaths
 
 MODES = ("online", "offline", "disabled")
 SAMPLE_ROWS = 16

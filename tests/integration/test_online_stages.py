@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from collab.cli import main
-from collab.train.checkpoints import last_complete_checkpoint
+from collab.run.checkpoints import last_complete_checkpoint
 from collab.train.preemption import EXIT_PREEMPTED
 from tests.preemption import train_until_checkpoint_then_preempt
 
@@ -148,14 +148,16 @@ def test_rollouts_use_the_weights_of_the_current_step(tmp_path: Path) -> None:
     from collab.backends.base import Request
     from collab.chat import SamplingParams
     from collab.config import load_recipe
-    from collab.train.online import build_online_trainer
+    from collab.run.record import open_run
+    from collab.train.rank_main import build_stage_trainer
 
     torch.set_num_threads(1)
     path, run_dir = write_recipe(tmp_path, {"kind": "online_dpo", "trainer": {
         **FAST, "learning_rate": 0.05, "per_device_train_batch_size": 2, "max_new_tokens": 16, "max_length": 256,
         "generation_kwargs": EOS_BIAS, "max_steps": 2, "save_strategy": "no"}})
     recipe = load_recipe(path)
-    trainer = build_online_trainer(recipe, recipe.stages[0], run_dir)  # type: ignore[arg-type]
+    open_run(recipe, run_dir)
+    trainer, _, _ = build_stage_trainer(recipe, recipe.stages[0], run_dir)  # type: ignore[arg-type]
     policy = trainer.mr_reward.policy
     sessions: list[tuple[int, str]] = []
     session = policy.session

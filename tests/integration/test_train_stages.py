@@ -17,7 +17,7 @@ import yaml
 from datasets import Dataset, DatasetDict
 
 from collab.cli import main
-from collab.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint
+from collab.run.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from collab.train.preemption import EXIT_PREEMPTED
 from tests.preemption import train_until_checkpoint_then_preempt
 

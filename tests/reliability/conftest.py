@@ -67,7 +67,7 @@ def spawn_collab(*args: str, log: Path, env: dict[str, str] | None = None) -> su
 _PRELOAD = ("collab.cli", "collab.data.stage", "collab.data.engine", "collab.factory", "collab.backends.openai_backend",
             "collab.backends.registry", "collab.simulators.registry", "collab.evaluate.runner",
             "collab.evaluate.report", "collab.evaluate.aggregate", "collab.metrics.task_score",
-            "collab.metrics.behaviour", "collab.metrics.interactivity", "collab.progress", "collab.run_dir",
+            "collab.metrics.behaviour", "collab.metrics.interactivity", "collab.progress", "collab.run.record",
             "collab.tasks.registry", "datasets", "matplotlib.pyplot")
 
 

@@ -36,7 +36,7 @@ import psutil
 import pytest
 
 from collab.cli import main
-from collab.train.checkpoints import checkpoint_step, is_complete_checkpoint, last_complete_checkpoint
+from collab.run.checkpoints import checkpoint_step, is_complete_checkpoint, last_complete_checkpoint
 from tests.fault_server import MODEL_NAME, FaultServer
 from tests.reliability.conftest import (
     ForkServer,
@@ -213,7 +213,7 @@ def train_recipe(run_dir: Path) -> dict[str, Any]:
 def trainer_running(proc: subprocess.Popen[bytes]) -> bool:
     for p in process_tree(proc.pid):
         try:
-            if "collab.train.entry" in p.cmdline():
+            if "collab.train.rank_main" in p.cmdline():
                 return True
         except psutil.Error:
             continue
@@ -225,7 +225,7 @@ def trainers_of(run_dir: Path) -> list[int]:
     found = []
     for p in psutil.process_iter(["cmdline", "status"]):
         cmdline = " ".join(p.info["cmdline"] or [])
-        if p.info["status"] != psutil.STATUS_ZOMBIE and "collab.train.entry" in cmdline and str(run_dir) in cmdline:
+        if p.info["status"] != psutil.STATUS_ZOMBIE and "collab.train.rank_main" in cmdline and str(run_dir) in cmdline:
             found.append(p.pid)
     return found
 

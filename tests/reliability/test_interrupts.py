@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from collab.train.checkpoints import last_complete_checkpoint
+from collab.run.checkpoints import last_complete_checkpoint
 from tests.fault_server import FaultServer
 from tests.reliability.conftest import (
     data_recipe,

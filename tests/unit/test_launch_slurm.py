@@ -84,7 +84,7 @@ def test_one_node_train_job(recipe_path: Path, tmp_path: Path) -> None:
     inside = " ".join(job.inside)
     assert (f"accelerate launch --config_file {ROOT}/accelerate_configs/zero3.yaml --num_machines 1 "
             "--num_processes 8 --main_process_ip $MASTER_ADDR --main_process_port $MASTER_PORT --rdzv_backend c10d "
-            f"--machine_rank $SLURM_NODEID -m collab.train.entry --run-dir {run_dir} --stage dpo") in inside
+            f"--machine_rank $SLURM_NODEID -m collab.train.rank_main --run-dir {run_dir} --stage dpo") in inside
 
 
 def test_four_node_train_job(recipe_path: Path) -> None:
@@ -262,13 +262,13 @@ def test_invalid_recipe_fails_through_the_cli(tmp_path: Path, capsys: pytest.Cap
 def test_accelerate_command_honours_the_cluster_environment(tmp_path: Path) -> None:
     assert accelerate_command("cpu", tmp_path, "dpo", environ={}) == [
         "accelerate", "launch", "--config_file", str(accelerate_config_path("cpu")),
-        "-m", "collab.train.entry", "--run-dir", str(tmp_path), "--stage", "dpo"]
+        "-m", "collab.train.rank_main", "--run-dir", str(tmp_path), "--stage", "dpo"]
     env = {"COLLAB_ACCELERATE_CONFIG": "/etc/my.yaml",
            "COLLAB_ACCELERATE_ARGS": "--num_machines 2 --num_processes 16 --machine_rank 1"}
     command = accelerate_command("cpu", tmp_path, "dpo", environ=env)
     assert command[2:4] == ["--config_file", "/etc/my.yaml"]
     assert command[4:10] == ["--num_machines", "2", "--num_processes", "16", "--machine_rank", "1"]
-    assert command[10:12] == ["-m", "collab.train.entry"]
+    assert command[10:12] == ["-m", "collab.train.rank_main"]
 
 
 def test_vllm_server_args_come_from_the_job_environment() -> None:

@@ -10,8 +10,9 @@ import pytest
 
 from collab.config import Recipe, TrainerStage, validate_recipe
 from collab.errors import BackendUnavailable, CollabError
-from collab.train import runner
-from collab.train.common import trainer_arguments
+from collab.stages import pipeline
+from collab.train import driver
+from collab.train.arguments import trainer_arguments
 from collab.train.online import MRLoggingMixin, check_start, online_arguments, trainer_class
 from collab.train.online_mask import GroupMaskMixin, PairMaskMixin
 
@@ -89,18 +90,18 @@ def test_online_stage_is_launched_like_the_offline_ones(tmp_path: Path, monkeypa
         launched.append(stage.label)
         return run_dir / stage.label / "final"
 
-    monkeypatch.setattr(runner, "run_trainer_stage", fake_launch)
-    runner.run_stage(r, stage_of(r), tmp_path)
+    monkeypatch.setattr(pipeline, "run_trainer_stage", fake_launch)
+    pipeline.run_stage(r, stage_of(r), tmp_path)
 
     assert launched == ["grpo"]
     assert (tmp_path / "grpo" / "DONE").is_file()
 
 
 def test_online_stage_needs_no_data_from_before_launch(tmp_path: Path) -> None:
-    runner._preflight(recipe(), stage_of(recipe()), tmp_path, gpu=False)  # no error
+    driver._preflight(recipe(), stage_of(recipe()), tmp_path, gpu=False)  # no error
     dpo = validate_recipe({"model": {"name": "tiny-random-smollm2"}, "stages": [{"kind": "dpo"}]})
     with pytest.raises(CollabError, match="has no data_from"):
-        runner._preflight(dpo, dpo.stages[0], tmp_path, gpu=False)  # type: ignore[arg-type]
+        driver._preflight(dpo, dpo.stages[0], tmp_path, gpu=False)  # type: ignore[arg-type]
 
 
 def test_kl_towards_a_merged_adapter_start_is_refused(tmp_path: Path) -> None:

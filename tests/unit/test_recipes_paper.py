@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from collab.config import DataStage, EvalStage, Recipe, TrainerStage, load_recipe, recipes_root
-from collab.run_dir import open_run
+from collab.run.record import open_run
 
 MODELS = {"llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct", "qwen3-8b": "Qwen/Qwen3-8B"}
 # task folder: (task set, token penalty lambda, reply tokens, trainer max_length)
@@ -53,9 +53,9 @@ def declared_inputs(recipe: Recipe, stage_label: str) -> list[str]:
     return []
 
 
-def test_the_recipes_folder_holds_one_pipeline_per_model_and_task_and_the_quickstart() -> None:
+def test_the_recipes_folder_holds_one_pipeline_per_model_and_task_and_the_quickstarts() -> None:
     found = sorted(str(p.relative_to(recipes_root())) for p in recipes_root().rglob("*.yaml"))
-    assert found == sorted(["quickstart.yaml", *(f"{m}/{t}.yaml" for m, t in PAIRS)])
+    assert found == sorted(["quickstart.yaml", "quickstart-online.yaml", *(f"{m}/{t}.yaml" for m, t in PAIRS)])
 
 
 def test_recipes_list_shows_the_pipeline_files(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,7 +63,7 @@ def test_recipes_list_shows_the_pipeline_files(capsys: pytest.CaptureFixture[str
 
     assert main(["recipes", "list"]) == 0
     assert capsys.readouterr().out.split() == sorted(
-        ["recipes/quickstart.yaml", *(f"recipes/{m}/{t}.yaml" for m, t in PAIRS)])
+        ["recipes/quickstart.yaml", "recipes/quickstart-online.yaml", *(f"recipes/{m}/{t}.yaml" for m, t in PAIRS)])
 
 
 @pytest.mark.parametrize(("model", "task"), PAIRS, ids=IDS)

@@ -10,7 +10,8 @@ import pytest
 from collab.config import Recipe, TrainerStage, validate_recipe
 from collab.errors import CollabError
 from collab.models import tiny_model_dir
-from collab.train.common import build_model, make_config, trainer_arguments
+from collab.train.arguments import make_config, trainer_arguments
+from collab.train.start_model import build_model
 
 
 def recipe(trainer: dict[str, Any] | None = None, lora: dict[str, Any] | None = None,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from collab.config import Recipe, TrackingConfig
-from collab.train.paths import StagePaths
+from collab.run.layout import StagePaths
 from collab.train.tracking import ensure_run_id, flatten_numbers, sample_rows, wandb_env, wandb_mode
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from collab.train.checkpoints import (
+from collab.run.checkpoints import (
     is_complete_checkpoint,
     last_complete_checkpoint,
     list_checkpoints,
@@ -94,7 +94,7 @@ def _checkpoint(root: Path, step: int, weights: bytes) -> Path:
 
 
 def test_a_finished_stage_keeps_the_last_complete_checkpoint_with_weights_linked_to_final(tmp_path: Path) -> None:
-    from collab.train.checkpoints import prune_finished
+    from collab.run.checkpoints import prune_finished
 
     checkpoints, final = tmp_path / "checkpoints", tmp_path / "final"
     for step in (2, 4):
@@ -113,7 +113,7 @@ def test_a_finished_stage_keeps_the_last_complete_checkpoint_with_weights_linked
 
 
 def test_weights_that_differ_from_final_are_kept_as_they_are(tmp_path: Path) -> None:
-    from collab.train.checkpoints import prune_finished
+    from collab.run.checkpoints import prune_finished
 
     checkpoints, final = tmp_path / "checkpoints", tmp_path / "final"
     _checkpoint(checkpoints, 4, b"old")
@@ -125,7 +125,7 @@ def test_weights_that_differ_from_final_are_kept_as_they_are(tmp_path: Path) -> 
 
 
 def test_keep_none_removes_every_checkpoint_and_keep_all_none(tmp_path: Path) -> None:
-    from collab.train.checkpoints import prune_finished
+    from collab.run.checkpoints import prune_finished
 
     checkpoints = tmp_path / "checkpoints"
     for step in (2, 4):

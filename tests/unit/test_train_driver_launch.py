@@ -14,11 +14,11 @@ import pytest
 from collab.config import TrainerStage
 from collab.errors import CollabError
 from collab.launch import project_root
-from collab.train.launch import LaunchPlan, plan_launch, run_launch
-from collab.train.paths import StagePaths
+from collab.run.layout import StagePaths
+from collab.train.driver_launch import LaunchPlan, plan_launch, run_launch
 
 CONFIGS = project_root() / "accelerate_configs"
-ENTRY = ["-m", "collab.train.entry", "--run-dir", "runs/x", "--stage", "dpo"]
+ENTRY = ["-m", "collab.train.rank_main", "--run-dir", "runs/x", "--stage", "dpo"]
 LAUNCHER = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]
 
 
@@ -178,7 +178,7 @@ SLOW_STARTER = """
 def test_signal_that_arrives_while_the_trainer_starts_is_sent_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("collab.train.launch.RESEND_S", 0.2)
+    monkeypatch.setattr("collab.train.driver_launch.RESEND_S", 0.2)
     result = run_launch(script_plan(tmp_path, SLOW_STARTER), StagePaths(tmp_path, "dpo"), out=SignalWhenReady(
         signal.SIGUSR1))
     assert result.returncode == 75 and result.signals == ["SIGUSR1"]

@@ -10,8 +10,8 @@ import pytest
 
 from collab.config import Recipe, validate_recipe
 from collab.errors import CollabError
-from collab.train.compat import breaking_differences
-from collab.run_dir import open_run
+from collab.run.compat import breaking_differences
+from collab.run.record import open_run
 
 BASE: dict[str, Any] = {
     "name": "compat",

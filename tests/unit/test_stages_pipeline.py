@@ -1,8 +1,9 @@
-"""Stage orchestration without training: order, skipping, dispatch to other kinds, and the checks made before a
-trainer is launched (so they fail in seconds, not after a launch)."""
+"""The pipeline without training: order, skipping, dispatch through the stage-kind table, and the checks the driver
+makes before a trainer is launched (so they fail in seconds, not after a launch)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
@@ -13,9 +14,10 @@ import pytest
 
 from collab.config import Recipe, load_recipe, validate_recipe
 from collab.errors import CollabError
-from collab.run_dir import open_run
-from collab.train import runner
-from collab.train.paths import StagePaths
+from collab.run.layout import StagePaths
+from collab.run.record import open_run
+from collab.stages import kinds, pipeline
+from collab.train import driver
 
 
 def recipe(tmp_path: Path, dpo_trainer: dict[str, Any] | None = None) -> Recipe:
@@ -42,20 +44,23 @@ def fake_kinds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     module.run_data_stage = run_data_stage  # type: ignore[attr-defined]
     module.run_eval_stage = run_eval_stage  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_stage_kinds", module)
-    monkeypatch.setitem(runner.STAGE_FUNCTIONS, "data", [("fake_stage_kinds", "run_data_stage")])
-    monkeypatch.setitem(runner.STAGE_FUNCTIONS, "eval", [("fake_stage_kinds", "run_eval_stage")])
+    for kind in ("data", "eval"):
+        entry = dataclasses.replace(kinds.KINDS[kind], run=f"fake_stage_kinds:run_{kind}_stage")
+        monkeypatch.setitem(kinds.KINDS, kind, entry)
     return calls
 
 
-def test_missing_stage_kind_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(runner.STAGE_FUNCTIONS, "grpo", [("collab.train.not_written_yet", "run_online_stage")])
-    with pytest.raises(CollabError, match="stage kind grpo is not available in this version"):
-        runner.stage_function("grpo")
+def test_missing_stage_kind_module_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = dataclasses.replace(kinds.KINDS["data"], run="collab.data.not_written_yet:run_data_stage")
+    monkeypatch.setitem(kinds.KINDS, "data", missing)
+    r = recipe(tmp_path)
+    with pytest.raises(CollabError, match=r"collab.data.not_written_yet:run_data_stage cannot be imported"):
+        pipeline.run_stage(r, r.stages[0], r.run_dir)
 
 
 def test_other_kinds_are_dispatched_and_marked_done(tmp_path: Path, fake_kinds: list[tuple[str, str]]) -> None:
     r = recipe(tmp_path)
-    runner.run_stage(r, r.stages[0], r.run_dir)
+    pipeline.run_stage(r, r.stages[0], r.run_dir)
     assert fake_kinds == [("data", "data")]
     assert json.loads((r.run_dir / "data" / "DONE").read_text())["kind"] == "data"
 
@@ -66,7 +71,7 @@ def test_finished_stages_are_skipped_and_the_rest_run_in_order(
     r = recipe(tmp_path)
     for label in ("data", "dpo"):
         StagePaths(r.run_dir, label).mark_done()
-    runner.train(r)
+    pipeline.train(r)
     assert fake_kinds == [("eval", "eval")]
     out = capsys.readouterr().out
     assert "stage 'data' is done; skipping it" in out and "stage 'dpo' is done; skipping it" in out
@@ -75,7 +80,7 @@ def test_finished_stages_are_skipped_and_the_rest_run_in_order(
 
 def test_single_stage_whose_input_has_not_finished_names_it(tmp_path: Path) -> None:
     with pytest.raises(CollabError, match="stage 'dpo' needs stage 'data', which has not finished"):
-        runner.train(recipe(tmp_path), stage="dpo")
+        pipeline.train(recipe(tmp_path), stage="dpo")
 
 
 def test_single_stage_uses_the_outputs_of_finished_inputs_without_running_them(
@@ -84,7 +89,7 @@ def test_single_stage_uses_the_outputs_of_finished_inputs_without_running_them(
     r = recipe(tmp_path)
     for label in ("data", "dpo"):
         StagePaths(r.run_dir, label).mark_done()
-    runner.train(r, stage="eval")
+    pipeline.train(r, stage="eval")
     assert fake_kinds == [("eval", "eval")]
 
 
@@ -94,10 +99,10 @@ def test_eval_stage_run_alone_names_the_compared_training_stage_that_has_not_fin
     r = recipe(tmp_path)
     StagePaths(r.run_dir, "data").mark_done()
     with pytest.raises(CollabError, match="stage 'eval' needs stage 'dpo', which has not finished"):
-        runner.train(r, stage="eval")
+        pipeline.train(r, stage="eval")
     implicit = r.model_copy(update={"stages": [*r.stages[:2], r.stages[2].model_copy(update={"models": []})]})
     with pytest.raises(CollabError, match="stage 'eval' needs stage 'dpo'"):  # no models: every earlier trainer
-        runner.train(implicit, stage="eval")
+        pipeline.train(implicit, stage="eval")
     assert fake_kinds == []
 
 
@@ -107,26 +112,26 @@ def test_a_paper_pipeline_stage_run_alone_names_its_first_unfinished_input_and_t
 ) -> None:
     from collab.config import recipes_root
 
-    pipeline = load_recipe(recipes_root() / "qwen3-8b" / "math-hard.yaml", [f"output_dir={tmp_path}"])
+    paper = load_recipe(recipes_root() / "qwen3-8b" / "math-hard.yaml", [f"output_dir={tmp_path}"])
     for label in done:
         StagePaths(tmp_path, label).mark_done()
     with pytest.raises(CollabError, match=f"stage 'grpo' needs stage '{missing}', which has not finished in "
                        f".*Fix: run it first: `collab train RECIPE --stage {missing}`"):
-        runner.train(pipeline, stage="grpo")
+        pipeline.train(paper, stage="grpo")
     assert not (tmp_path / "grpo").exists()
 
 
 def test_unknown_stage_name_lists_the_stages(tmp_path: Path) -> None:
     with pytest.raises(CollabError, match=r"no stage named 'dpoo'.*\['data', 'dpo', 'eval'\]"):
-        runner.train(recipe(tmp_path), stage="dpoo")
+        pipeline.train(recipe(tmp_path), stage="dpoo")
     assert not (tmp_path / "run").exists()
 
 
 def test_resume_of_a_folder_that_is_not_a_run_says_so(tmp_path: Path) -> None:
     with pytest.raises(CollabError, match="is not a run directory \\(no recipe.resolved.yaml in it\\)"):
-        runner.resume(tmp_path)
+        pipeline.resume(tmp_path)
     with pytest.raises(CollabError, match="does not exist"):
-        runner.resume(tmp_path / "nope")
+        pipeline.resume(tmp_path / "nope")
 
 
 def test_resume_of_a_finished_run_does_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,7 +139,7 @@ def test_resume_of_a_finished_run_does_nothing(tmp_path: Path, capsys: pytest.Ca
     open_run(r, r.run_dir)
     for s in r.stages:
         StagePaths(r.run_dir, s.label).mark_done()
-    assert runner.resume(r.run_dir) == r.run_dir
+    assert pipeline.resume(r.run_dir) == r.run_dir
     assert "every stage is already done; nothing to resume" in capsys.readouterr().out
 
 
@@ -154,21 +159,21 @@ def test_resume_with_another_number_of_processes_is_refused_before_launching(tmp
     paths.launch.write_text(json.dumps({"world_size": 8}))
     with pytest.raises(CollabError, match="started with 8 processes and would now be launched with 1; its "
                                           "checkpoint checkpoint-4 cannot continue"):
-        runner.resume(r.run_dir)
+        pipeline.resume(r.run_dir)
     assert not paths.log.exists()  # nothing was launched
 
 
 def test_bf16_on_a_cpu_machine_fails_before_launching(tmp_path: Path) -> None:
     r, paths = prepared_dpo(tmp_path, bf16=True)
     with pytest.raises(CollabError, match="--set stages.1.trainer.bf16=false"):
-        runner.run_trainer_stage(r, r.stages[1], r.run_dir)  # type: ignore[arg-type]
+        driver.run_trainer_stage(r, r.stages[1], r.run_dir)  # type: ignore[arg-type]
     assert not paths.log.exists()
 
 
 def test_trainer_stage_without_data_from_is_refused(tmp_path: Path) -> None:
     r = validate_recipe({"name": "x", "output_dir": str(tmp_path), "stages": [{"kind": "sft"}]})
     with pytest.raises(CollabError, match="stage 'sft' \\(sft\\) has no data_from"):
-        runner.run_trainer_stage(r, r.stages[0], tmp_path)  # type: ignore[arg-type]
+        driver.run_trainer_stage(r, r.stages[0], tmp_path)  # type: ignore[arg-type]
 
 
 def test_a_longer_recipe_of_the_lineage_trains_into_the_run_with_its_override(
@@ -178,13 +183,13 @@ def test_a_longer_recipe_of_the_lineage_trains_into_the_run_with_its_override(
     # (not `collab resume`, whose resolved recipe has no stage S yet and would drop the override).
     shorter = validate_recipe({"name": "lineage", "output_dir": str(tmp_path / "run"),
                                "model": {"name": "tiny-random-smollm2"}, "stages": [{"kind": "data"}]})
-    runner.train(shorter)
+    pipeline.train(shorter)
     longer_file = tmp_path / "longer.yaml"
     longer_file.write_text(
         f"name: lineage\noutput_dir: {tmp_path / 'run'}\nmodel: {{name: tiny-random-smollm2}}\n"
         "stages:\n  - kind: data\n  - kind: eval\n    models: [base]\n")
     longer = load_recipe(longer_file, ["stages.1.limit=7"])
-    runner.train(longer, stage="eval")
+    pipeline.train(longer, stage="eval")
     assert fake_kinds == [("data", "data"), ("eval", "eval")]
     resolved = load_recipe(tmp_path / "run" / "recipe.resolved.yaml")
     assert [s.label for s in resolved.stages] == ["data", "eval"]
@@ -200,7 +205,7 @@ def test_train_says_it_continues_a_stage_from_its_checkpoint(
     (checkpoint / "model.safetensors").write_bytes(b"w")
     (checkpoint / "trainer_state.json").write_text('{"global_step": 4}')
     launched: list[str] = []
-    monkeypatch.setattr(runner, "run_stage", lambda recipe, stage, run_dir, out=None: launched.append(stage.label))
-    runner.train(r, stage="dpo")
+    monkeypatch.setattr(pipeline, "run_stage", lambda recipe, stage, run_dir, out=None: launched.append(stage.label))
+    pipeline.train(r, stage="dpo")
     assert launched == ["dpo"]
     assert f"stage 'dpo' (dpo) continues from {checkpoint}" in capsys.readouterr().out

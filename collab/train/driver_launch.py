@@ -1,10 +1,11 @@
-"""Launching a trainer stage: the `accelerate launch` command, its number of processes, and running it.
+"""Launching a trainer stage's ranks from the driver: the `accelerate launch` command, its number of processes,
+and running it (with signals forwarded) while the driver waits.
 
 The command comes from `collab.launch.accelerate_command` (which honours COLLAB_ACCELERATE_CONFIG and
 COLLAB_ACCELERATE_ARGS, the cluster's per-node flags), run with this interpreter:
 
     python -m accelerate.commands.launch --config_file accelerate_configs/<name>.yaml [--num_processes N] \
-        [$COLLAB_ACCELERATE_ARGS] -m collab.train.entry --run-dir RUN --stage NAME
+        [$COLLAB_ACCELERATE_ARGS] -m collab.train.rank_main --run-dir RUN --stage NAME
 
 Number of processes (the world size, recorded in `<run>/<stage>/launch.json` and checked on resume): the
 `--num_processes` of COLLAB_ACCELERATE_ARGS, else the config file's `num_processes`, else the number of visible
@@ -41,7 +42,7 @@ from collab.launch import (
     accelerate_command,
     accelerate_config_path,
 )
-from collab.train.paths import StagePaths
+from collab.run.layout import StagePaths
 
 CPU_CONFIG = "cpu"
 FORWARDED = {signal.SIGUSR1: signal.SIGUSR1, signal.SIGTERM: signal.SIGUSR1, signal.SIGINT: signal.SIGINT}
@@ -86,12 +87,6 @@ def flag_value(args: list[str], flag: str) -> str | None:
     return None
 
 
-def visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 @dataclass
 class LaunchPlan:
     """Everything about one launch of a trainer stage, decided before it starts."""
@@ -118,7 +113,10 @@ def plan_launch(
 ) -> LaunchPlan:
     """The launch command and world size of `stage` on this machine (see the module docstring)."""
     env = dict(os.environ if environ is None else environ)
-    gpus = visible_gpus() if gpus is None else gpus
+    if gpus is None:
+        from collab.train.devices import visible_gpus
+
+        gpus = visible_gpus()
     notes = []
     name = env.get(ACCELERATE_CONFIG_ENV) or stage.accelerate_config
     path = config_file(name)

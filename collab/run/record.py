@@ -13,18 +13,10 @@ from pathlib import Path
 
 from collab.config import Recipe, load_recipe, save_resolved
 from collab.errors import CollabError
-from collab.train.compat import breaking_differences, finished_stage_differences
-from collab.train.paths import RESOLVED_RECIPE, StagePaths
+from collab.run.compat import breaking_differences, finished_stage_differences
+from collab.run.layout import RESOLVED_RECIPE, finished_stages, started_stages
 
 REPLACED = "replaced"
-
-
-def started_stages(recipe: Recipe, run_dir: Path) -> list[str]:
-    return [s.label for s in recipe.stages if (run_dir / s.label).exists()]
-
-
-def finished_stages(recipe: Recipe, run_dir: Path) -> list[str]:
-    return [s.label for s in recipe.stages if StagePaths(run_dir, s.label).is_done()]
 
 
 def open_run(recipe: Recipe, run_dir: Path, *, restart_from: str | None = None) -> None:

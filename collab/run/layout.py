@@ -1,4 +1,6 @@
-"""Where a training stage keeps its files inside the run directory (docs/architecture.md, "The run directory").
+"""Where a stage keeps its files inside the run directory (docs/architecture.md, "The run directory").
+
+Every stage kind has a folder `<run>/<stage>/` with DONE in it once the stage finished; a trainer stage's holds:
 
 ```
 <run>/<stage>/
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collab.config import Recipe
 from collab.io import atomic_write_json
 
 RESOLVED_RECIPE = "recipe.resolved.yaml"
@@ -82,3 +85,13 @@ class StagePaths:
 
 def stage_paths(run_dir: str | Path, label: str) -> StagePaths:
     return StagePaths(Path(run_dir), label)
+
+
+def started_stages(recipe: Recipe, run_dir: Path) -> list[str]:
+    """Labels of the recipe's stages that have a folder in `run_dir` (started, finished or not)."""
+    return [s.label for s in recipe.stages if (run_dir / s.label).exists()]
+
+
+def finished_stages(recipe: Recipe, run_dir: Path) -> list[str]:
+    """Labels of the recipe's stages whose DONE marker is in `run_dir`."""
+    return [s.label for s in recipe.stages if StagePaths(run_dir, s.label).is_done()]

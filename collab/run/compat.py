@@ -4,14 +4,17 @@ Restarting `collab train` on a run directory continues it, so the new recipe mus
 everything a resume depends on: the model, the stages (names, kinds and lineage; appending stages is fine), and the
 trainer arguments that fix the batch and the step count. Anything else (learning rate, logging, tracking, eval
 settings) may change between starts. The number of processes is checked separately against each stage's
-launch.json (see `collab.train.launch`).
+launch.json (`check_world_size`), by the driver before it launches and by the launched ranks.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from collab.config import Recipe, TrainerStage
+from collab.errors import CollabError
+from collab.run.layout import StagePaths
 
 # Trainer arguments that change what "step N" means: a checkpoint taken under other values cannot be continued.
 STEP_DEFINING_ARGS = (
@@ -88,3 +91,17 @@ def finished_stage_differences(old: Recipe, new: Recipe, finished: list[str]) ->
         if lines:
             changes[stage.label] = lines
     return changes
+
+
+def check_world_size(paths: StagePaths, world_size: int, checkpoint: Path | None) -> None:
+    """Refuse to continue `checkpoint` with another number of processes than the stage recorded in launch.json:
+    the batch of a step would change. Without a checkpoint (a fresh start) any number is fine."""
+    recorded = (paths.read_launch() or {}).get("world_size")
+    if checkpoint is not None and isinstance(recorded, int) and recorded != world_size:
+        raise CollabError(
+            f"stage '{paths.label}' was started with {recorded} processes and would now be launched with "
+            f"{world_size}; its checkpoint {checkpoint.name} cannot continue with another number of processes (the "
+            "batch per step would change)",
+            fix=f"launch with {recorded} processes (the accelerate config's num_processes, the number of visible "
+            "GPUs, or --num_processes in COLLAB_ACCELERATE_ARGS), or start a new run with another output_dir.",
+        )
