@@ -27,6 +27,7 @@ from collab.errors import CollabError
 from collab.evaluate.modes import Mode, apply_mode
 from collab.evaluate.store import ConversationStore, row_key
 from collab.metrics.base import MetricResult
+from collab.reward import ConversationScorer
 from collab.rollout import ConversationState, RolloutEngine
 from collab.tasks.record import Task
 
@@ -176,44 +177,6 @@ def conversation_seed(seed: int, task_id: str, run: int) -> int:
 # --- scoring -----------------------------------------------------------------------------------------------------
 
 
-class ConversationReward:
-    """R* of a whole conversation: w_task * task + w_tokens * token term + w_int * interactivity.
-
-    The token term over a whole conversation: `token_mode: window` counts every user and assistant token and caps the
-    penalty at 1 (the paper's form, the window being the whole conversation); `assistant` counts assistant tokens,
-    uncapped. Interactivity is the reward's choice: the elicitation proxy, the LLM judge, or none (0).
-    """
-
-    def __init__(self, config: RewardConfig, judge: Any | None = None) -> None:
-        if config.interactivity == "judge" and judge is None:
-            raise CollabError("reward.interactivity is 'judge' but no judge was given", where="reward.interactivity")
-        self.config = config
-        self.judge = judge
-
-    def interactivity(self, items: list[tuple[Task, list[Any], list[dict[str, Any]]]]) -> list[MetricResult]:
-        """Interactivity of whole conversations (task, messages, the simulator's reveal record)."""
-        mode = self.config.interactivity
-        if mode == "none":
-            return [MetricResult(0.0) for _ in items]
-        if mode == "judge":
-            return list(self.judge.score([(task, messages) for task, messages, _ in items]))  # type: ignore[union-attr]
-        from collab.metrics.interactivity import elicitation_rate
-
-        return [elicitation_rate(task, messages, record) for task, messages, record in items]
-
-    def token_term(self, messages: list[Any], count_tokens: Callable[[str], int]) -> float:
-        from collab.metrics.tokens import assistant_tokens, token_penalty, window_tokens
-
-        lam = self.config.token_lambda
-        if self.config.token_mode == "window":
-            return token_penalty(window_tokens(messages, count_tokens), lam)
-        return token_penalty(assistant_tokens(messages, count_tokens), lam, cap=False)
-
-    def combine(self, task: float, tokens: float, interactivity: float) -> float:
-        w = self.config.weights
-        return w.task * task + w.tokens * tokens + w.interactivity * interactivity
-
-
 def score_states(
     states: Sequence[ConversationState],
     *,
@@ -222,7 +185,7 @@ def score_states(
     eval_key: str,
     mode: str,
     count_tokens: Callable[[str], int],
-    reward: ConversationReward | None = None,
+    reward: ConversationScorer | None = None,
 ) -> list[dict[str, Any]]:
     """One conversations.jsonl row per finished state: the transcript and every per-conversation score.
 
@@ -232,7 +195,7 @@ def score_states(
     interactivity: list[MetricResult | None] = [None] * len(states)
     if reward is not None:
         ok = [i for i, s in enumerate(states) if s.failed is None]
-        items = [(states[i].task, states[i].messages, states[i].user_info) for i in ok]
+        items = [(states[i].task, states[i].messages, states[i].user_info, 0) for i in ok]
         for i, result in zip(ok, reward.interactivity(items)):
             interactivity[i] = result
     rows = []
@@ -265,31 +228,23 @@ def score_states(
 def _score_one(
     state: ConversationState,
     count_tokens: Callable[[str], int],
-    reward: ConversationReward | None,
+    reward: ConversationScorer | None,
     inter: MetricResult | None,
 ) -> tuple[dict[str, Any], dict[str, str], str | None]:
-    """(scores, errors, final artifact) of one finished conversation."""
+    """(scores, errors, final artifact) of one finished conversation; `mr` is R* of the whole conversation, computed
+    by the same code as the MR of training and data (collab.reward)."""
     from collab.metrics.behaviour import behaviour
     from collab.metrics.interactivity import elicitation
-    from collab.metrics.task_score import score_response
-    from collab.reward import final_artifact
+    from collab.reward import final_artifact, task_result
 
     task, messages = state.task, state.messages
     scores: dict[str, Any] = {}
     errors: dict[str, str] = {}
     final = final_artifact(task, messages)
-    if not any(m["role"] == "assistant" for m in messages):
-        task_result = MetricResult.fail("the assistant never replied")
-    elif final is None:
-        task_result = MetricResult(0.0, details={"no_answer_attempt": True})  # it only asked: nothing delivered
-    else:
-        try:
-            task_result = score_response(task, final)
-        except Exception as exc:  # noqa: BLE001 -- a crashing metric is a counted failure, not a crashed evaluation
-            task_result = MetricResult.fail(f"{type(exc).__name__}: {exc}"[:300])
-    scores["task_score"] = task_result.value
-    if not task_result.ok:
-        errors["task_score"] = task_result.error or "failed"
+    task_score = task_result(task, messages)
+    scores["task_score"] = task_score.value
+    if not task_score.ok:
+        errors["task_score"] = task_score.error or "failed"
     b = behaviour(task, messages, state.user_info)
     try:
         scores["elicited"] = elicitation(task, messages, state.user_info).share
@@ -306,16 +261,13 @@ def _score_one(
     )
     scores["tokens"] = sum(count_tokens(m["content"]) for m in messages if m["role"] == "assistant")
     if reward is not None:
-        scores["mr"] = None
-        if not task_result.ok:
-            errors["mr"] = f"task metric: {errors['task_score']}"
-        elif inter is None or not inter.ok:
-            errors["mr"] = f"interactivity: {inter.error if inter is not None else 'not scored'}"
+        scored = reward.score(messages, task=task_score, count_tokens=count_tokens,
+                              interactivity=inter if inter is not None else MetricResult.fail("not scored"))
+        scores["mr"] = scored.reward
+        if scored.error is not None:
+            errors["mr"] = scored.error
         else:
-            task_value, inter_value = float(task_result.value), float(inter.value)  # type: ignore[arg-type]
-            token_term = reward.token_term(messages, count_tokens)
-            scores["mr"] = reward.combine(task_value, token_term, inter_value)
-            scores["mr_components"] = {"task": task_value, "tokens": token_term, "interactivity": inter_value}
+            scores["mr_components"] = scored.components
     return scores, errors, final
 
 
@@ -378,7 +330,7 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = load_tasks(settings)
-    reward = ConversationReward(settings.reward, judge) if settings.reward is not None else None
+    reward = ConversationScorer(settings.reward, judge) if settings.reward is not None else None
     load = loader or (lambda ref: load_backend(ref.spec))
     store = ConversationStore(out / CONVERSATIONS_FILE)
     lock = FileLock(str(out / ".eval.lock"))
@@ -431,7 +383,7 @@ def _run_model(
     settings: EvalSettings,
     simulator: UserSimulator,
     load: Callable[[ModelRef], Backend],
-    reward: ConversationReward | None,
+    reward: ConversationScorer | None,
     store: ConversationStore,
     say: Callable[[str], None],
 ) -> None:
@@ -448,7 +400,7 @@ def _run_model(
 
 
 def _run_batches(ref: ModelRef, todo: list[tuple[Task, int]], settings: EvalSettings, simulator: UserSimulator,
-                 backend: Backend, reward: ConversationReward | None, store: ConversationStore,
+                 backend: Backend, reward: ConversationScorer | None, store: ConversationStore,
                  say: Callable[[str], None], progress: StageProgress) -> None:
     engine = RolloutEngine(
         backend,
