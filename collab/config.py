@@ -381,6 +381,12 @@ class EvalStage(StageBase):
         limit: Number of tasks; empty for the recipe's `tasks.limit`.
         max_turns: Assistant turns per conversation; empty for the recipe's `simulator.max_turns`.
         max_new_tokens: Longest assistant turn; empty for the recipe's `reward.policy_max_new_tokens`.
+        temperature: Sampling temperature of the assistant; empty for the recipe's `reward.policy_temperature`.
+        batch_size: Conversations advanced together and saved together; empty for the recipe's
+            `policy.max_batch_size`.
+        resamples: Bootstrap resamples behind every confidence interval of the report.
+        mr: Also score every conversation with the recipe's reward (`mr`, the conversation-level R*, computed by
+            the same code as the training MR); false skips it and the judge calls it may cost.
     """
 
     kind: Literal["eval"]
@@ -392,6 +398,10 @@ class EvalStage(StageBase):
     limit: int | None = Field(None, ge=1)
     max_turns: int | None = Field(None, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    resamples: int = Field(2000, ge=1)
+    mr: bool = True
 
 
 Stage = Annotated[Union[TrainerStage, DataStage, EvalStage], Field(discriminator="kind")]

@@ -33,7 +33,6 @@ from collab.tasks.record import Task
 
 if TYPE_CHECKING:
     from collab.backends.base import Backend
-    from collab.backends.cache import RequestCache
     from collab.config import EvalStage, Recipe, RewardConfig, TrackingConfig
     from collab.simulators.base import UserSimulator
     from collab.progress import StageProgress
@@ -52,45 +51,70 @@ class ModelRef:
     spec: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalSettings:
-    """Everything an evaluation needs besides the models and the simulator.
+    """An evaluation's settings resolved from a recipe and its eval stage (`for_stage`): the stage's values, or the
+    recipe sections they default to. The schema and its defaults live in collab.config (EvalStage); this is the
+    flat form the runner, the aggregation and the report read.
 
     Attributes:
         tasks: A registered task set or a path to a .jsonl file of tasks.
-        split, limit, task_seed: Which tasks (passed to `load_task_set`).
+        split: Split of the task set.
+        limit: Number of tasks; None for all.
+        task_seed: Seed of generated task sets.
         runs: Conversations per task, each with its own seed.
         mode: Lost-in-Conversation mode (see collab.evaluate.modes).
         max_turns: Assistant turns after which a conversation stops.
         seed: Seed of the conversations and of the bootstrap.
         system_prompt: The policy's system prompt, or None.
-        max_new_tokens, temperature: Sampling of the policy.
+        max_new_tokens: Longest assistant turn.
+        temperature: Sampling temperature of the assistant.
         batch_size: Conversations advanced together and saved together.
         resamples: Bootstrap resamples for every interval.
-        simulator: A description of the simulated user (part of the resume fingerprint).
+        simulator: The simulated user's recipe section as JSON (part of the resume fingerprint).
         reward: When set, the conversation-level R* (`mr`) is computed with this reward configuration.
     """
 
     tasks: str
-    split: str = "test"
-    limit: int | None = None
-    task_seed: int = 0
-    runs: int = 1
-    mode: Mode = "sharded"
-    max_turns: int = 7
-    seed: int = 0
-    system_prompt: str | None = None
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    batch_size: int = 32
-    resamples: int = 2000
-    simulator: str = "sharded"
-    reward: RewardConfig | None = None
+    split: str
+    limit: int | None
+    task_seed: int
+    runs: int
+    mode: Mode
+    max_turns: int
+    seed: int
+    system_prompt: str | None
+    max_new_tokens: int
+    temperature: float
+    batch_size: int
+    resamples: int
+    simulator: str
+    reward: RewardConfig | None
 
-    def __post_init__(self) -> None:
-        for name in ("runs", "max_turns", "batch_size", "max_new_tokens", "resamples"):
-            if getattr(self, name) < 1:
-                raise CollabError(f"{name} must be at least 1, got {getattr(self, name)}", where=f"eval.{name}")
+    @classmethod
+    def for_stage(cls, recipe: Recipe, stage: EvalStage) -> EvalSettings:
+        """The settings of `stage`: tasks from the stage, else `tasks.name` with `tasks.eval_split` and
+        `tasks.limit`; max turns from the stage, else `simulator.max_turns`; sampling from the stage, else
+        `reward.policy_temperature` and `reward.policy_max_new_tokens`; batch size from the stage, else
+        `policy.max_batch_size`; the system prompt from `model.system_prompt`; `mr` with `reward` unless the
+        stage turns it off."""
+        return cls(
+            tasks=stage.tasks or recipe.tasks.name,
+            split=stage.split or recipe.tasks.eval_split,
+            limit=stage.limit or recipe.tasks.limit,
+            task_seed=recipe.tasks.seed,
+            runs=stage.runs,
+            mode=stage.mode,
+            max_turns=stage.max_turns or recipe.simulator.max_turns,
+            seed=recipe.seed,
+            system_prompt=recipe.model.system_prompt,
+            max_new_tokens=stage.max_new_tokens or recipe.reward.policy_max_new_tokens,
+            temperature=stage.temperature if stage.temperature is not None else recipe.reward.policy_temperature,
+            batch_size=stage.batch_size or recipe.policy.max_batch_size,
+            resamples=stage.resamples,
+            simulator=json.dumps(recipe.simulator.model_dump(mode="json"), sort_keys=True),
+            reward=recipe.reward if stage.mr else None,
+        )
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change a conversation or its scores; rows made under other values are not comparable."""
@@ -110,10 +134,12 @@ class EvalSettings:
 
     @property
     def eval_key(self) -> str:
+        """A short hash of `fingerprint()`, stored in every conversation row."""
         payload = json.dumps(self.fingerprint(), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def meta(self) -> dict[str, Any]:
+        """Every setting and the eval key, for results.json."""
         data = asdict(self)
         data["reward"] = self.reward.model_dump(mode="json") if self.reward is not None else None
         data["eval_key"] = self.eval_key
@@ -121,41 +147,6 @@ class EvalSettings:
 
 
 # --- models ------------------------------------------------------------------------------------------------------
-
-
-def parse_openai_spec(spec: str) -> tuple[str, str | None]:
-    """`openai:MODEL@BASE_URL` -> (MODEL, BASE_URL); `openai:MODEL` -> (MODEL, None: the SDK's default endpoint)."""
-    if not spec.startswith("openai:"):
-        raise ValueError(f"not an openai model spec: {spec!r}")
-    model, _, base_url = spec[len("openai:") :].partition("@")
-    if not model:
-        raise CollabError(
-            f"model spec {spec!r} names no model", where="--model", fix="write openai:MODEL@http://HOST:PORT/v1."
-        )
-    return model, base_url or None
-
-
-def load_backend(
-    spec: str,
-    *,
-    cache: RequestCache | None = None,
-    dtype: str = "auto",
-    max_batch_size: int | None = None,
-    device: str | None = None,
-) -> Backend:
-    """The backend for a model spec: an OpenAI-compatible endpoint, or a local transformers model with the policy
-    defaults of BackendConfig (batch size, prefix caching)."""
-    if spec.startswith("openai:"):
-        from collab.backends.openai_backend import OpenAIBackend
-
-        model, base_url = parse_openai_spec(spec)
-        return OpenAIBackend(model=model, base_url=base_url, cache=cache)
-    from collab.backends.hf import HFBackend
-    from collab.config import BackendConfig
-
-    defaults = BackendConfig()
-    return HFBackend.from_name(spec, dtype=dtype, device=device, max_batch_size=max_batch_size or defaults.max_batch_size,
-                               cache=cache, prefix_cache_bytes=defaults.prefix_cache_mb * 2**20)
 
 
 def resolve_system_prompt(text_or_name: str | None) -> str | None:
@@ -305,7 +296,7 @@ def evaluate(
         settings: Tasks, mode, runs, turns, sampling and bootstrap settings.
         out_dir: The output folder; rerunning into it resumes.
         simulator: The simulated user.
-        loader: ModelRef -> Backend; defaults to `load_backend(ref.spec)` (no cache).
+        loader: ModelRef -> Backend; defaults to `collab.factory.build_eval_model` of a default recipe (no cache).
         judge: An InteractivityJudge when `settings.reward.interactivity == "judge"`.
         tracking: When W&B is on (its `wandb`, or WANDB_MODE), the results table is logged to W&B.
         run_name: Name of the W&B run.
@@ -331,7 +322,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     tasks = load_tasks(settings)
     reward = ConversationScorer(settings.reward, judge) if settings.reward is not None else None
-    load = loader or (lambda ref: load_backend(ref.spec))
+    load = loader or _default_loader
     store = ConversationStore(out / CONVERSATIONS_FILE)
     lock = FileLock(str(out / ".eval.lock"))
     try:
@@ -364,6 +355,13 @@ def evaluate(
     if tracking is not None and wandb_mode(tracking) != "disabled":
         log_wandb(results, tracking, wandb_dir or out, run_name=run_name or out.name)
     return results
+
+
+def _default_loader(ref: ModelRef) -> Backend:
+    from collab.config import Recipe
+    from collab.factory import build_eval_model
+
+    return build_eval_model(Recipe(), ref.spec)
 
 
 def _check_compatible(rows: list[dict[str, Any]], settings: EvalSettings, path: Path) -> None:
@@ -463,62 +461,39 @@ def stage_model_refs(recipe: Recipe, stage: EvalStage, run_dir: Path) -> list[Mo
     return refs
 
 
-def run_eval_stage(recipe: Recipe, stage: EvalStage, run_dir: str | Path) -> dict[str, Any]:
-    """Run an eval stage of a recipe into `<run_dir>/<stage label>`, sharing the run's request cache.
+def run_eval_stage(
+    recipe: Recipe,
+    stage: EvalStage,
+    run_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run an eval stage of a recipe into `out_dir` (default `<run_dir>/<stage label>`), sharing the run's request
+    cache. The one way an evaluation runs: a pipeline's eval stage and `collab eval` (collab.evaluate.command) both
+    come here.
 
-    Tasks: the stage's `tasks`/`split`/`limit`, else `tasks.name` with `tasks.eval_split` and `tasks.limit`;
-    simulator, system prompt and the MR reward from the recipe; sampling from `reward.policy_temperature` and the
-    stage's `max_new_tokens` (else `reward.policy_max_new_tokens`); max turns from the stage (else
-    `simulator.max_turns`).
+    Settings: `EvalSettings.for_stage`. Models: `stage_model_refs`, each built by `collab.factory.build_eval_model`;
+    simulator and judge from the recipe (collab.factory). W&B: `tracking`, the run named `<recipe>-<out folder>`.
     """
-    from collab.backends.registry import make_backend
-    from collab.config import BackendConfig
-    from collab.factory import build_simulator, cache_for
+    from collab.factory import build_eval_model, build_judge, build_simulator, cache_for
 
     run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / stage.label
+    settings = EvalSettings.for_stage(recipe, stage)
     cache = cache_for(run_dir)
-    # Checkpoints are local files: an openai policy section cannot serve them, so they load with transformers.
-    policy = recipe.policy
-    if policy.kind == "openai":
-        policy = BackendConfig(max_batch_size=recipe.policy.max_batch_size)
-    policy = policy.model_copy(update={"dtype": recipe.model.dtype})
-
-    def loader(ref: ModelRef) -> Backend:
-        if ref.spec.startswith("openai:"):
-            return load_backend(ref.spec, cache=cache)
-        return make_backend(policy.model_copy(update={"model": ref.spec}), default_model=ref.spec, cache=cache)
-
-    judge = None
-    if recipe.reward.interactivity == "judge" and recipe.judge.backend is not None:
-        from collab.metrics.interactivity import InteractivityJudge
-
-        judge_backend = make_backend(recipe.judge.backend, default_model=recipe.model.name, cache=cache, where="judge")
-        judge = InteractivityJudge(judge_backend, max_reasks=recipe.judge.max_reasks)
-    sim = recipe.simulator
-    settings = EvalSettings(
-        tasks=stage.tasks or recipe.tasks.name,
-        split=stage.split or recipe.tasks.eval_split,
-        limit=stage.limit or recipe.tasks.limit,
-        task_seed=recipe.tasks.seed,
-        runs=stage.runs,
-        mode=stage.mode,
-        max_turns=stage.max_turns or sim.max_turns,
-        seed=recipe.seed,
-        system_prompt=recipe.model.system_prompt,
-        max_new_tokens=stage.max_new_tokens or recipe.reward.policy_max_new_tokens,
-        temperature=recipe.reward.policy_temperature,
-        batch_size=recipe.policy.max_batch_size,
-        simulator=json.dumps(sim.model_dump(mode="json"), sort_keys=True),
-        reward=recipe.reward,
-    )
-    return evaluate(
-        stage_model_refs(recipe, stage, run_dir),
-        settings,
-        run_dir / stage.label,
-        simulator=build_simulator(recipe, cache),
-        loader=loader,
-        judge=judge,
-        tracking=recipe.tracking,
-        run_name=f"{recipe.name}-{stage.label}",
-        wandb_dir=run_dir,
-    )
+    try:
+        return evaluate(
+            stage_model_refs(recipe, stage, run_dir),
+            settings,
+            out,
+            simulator=build_simulator(recipe, cache),
+            loader=lambda ref: build_eval_model(recipe, ref.spec, cache),
+            judge=build_judge(recipe, cache) if settings.reward is not None else None,
+            tracking=recipe.tracking,
+            run_name=f"{recipe.name}-{out.name}",
+            wandb_dir=run_dir,
+            echo=echo,
+        )
+    finally:
+        cache.close()

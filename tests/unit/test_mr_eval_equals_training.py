@@ -10,7 +10,7 @@ import pytest
 
 from collab.backends.base import Backend, Request
 from collab.chat import Generation, message
-from collab.config import RewardConfig
+from collab.config import EvalStage, Recipe, RewardConfig, TasksConfig
 from collab.evaluate.runner import EvalSettings, evaluate, load_tasks
 from collab.reward import Candidate, MultiturnReward
 from collab.simulators.sharded import ShardedSimulator
@@ -42,7 +42,8 @@ class Scripted(Backend):
 def evaluated_conversation(tmp_path: Path, reward: RewardConfig) -> tuple[dict[str, Any], EvalSettings]:
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(json.dumps(TASK) + "\n")
-    settings = EvalSettings(tasks=str(tasks), max_turns=2, resamples=10, reward=reward)
+    recipe = Recipe(tasks=TasksConfig(name=str(tasks)), reward=reward)
+    settings = EvalSettings.for_stage(recipe, EvalStage(kind="eval", max_turns=2, resamples=10))
     evaluate(["m"], settings, tmp_path / "eval", simulator=ShardedSimulator(max_turns=2), loader=lambda _: Scripted())
     (row,) = [json.loads(line) for line in (tmp_path / "eval" / "conversations.jsonl").read_text().splitlines()]
     return row, settings
