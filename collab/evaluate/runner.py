@@ -9,6 +9,8 @@ Why it is shaped this way:
     different settings is refused rather than mixing incomparable rows.
   * Conversation seeds depend on (seed, task id, run) only, so every model meets the same simulated-user draws,
     which is what makes the per-task pairing of the comparisons meaningful.
+  * Scores come from the library, not from here: `mr` is collab.reward's ConversationScorer (the code behind
+    training MR) and every backend, the simulator and the judge are built by collab.factory.
 """
 
 from __future__ import annotations
