@@ -6,10 +6,10 @@
 For a batch of (task, history, candidate) items, every candidate gets S rollouts of `window` future assistant turns
 against the simulated user, all advanced together by the batched engine. Each rollout's conversation is scored by
 `ConversationScorer`: the task metric on its final artifact, the token penalty and the interactivity score. The
-evaluation's conversation-level `mr` is the same scorer over a whole conversation, so the two cannot drift apart. A component that cannot be
-computed makes that rollout fail (counted, with its reason); MR averages the rollouts that succeeded and is None,
-with an error, when none did. A candidate cut off at the token limit gets `truncation_penalty` without rollouts
-(unless that is None: then it is rolled out like any other).
+evaluation's conversation-level `mr` is the same scorer over a whole conversation, so the two cannot drift apart.
+A component that cannot be computed makes that rollout fail (counted, with its reason); MR averages the rollouts
+that succeeded and is None, with an error, when none did. A candidate cut off at the token limit gets
+`truncation_penalty` without rollouts (unless that is None: then it is rolled out like any other).
 """
 
 from __future__ import annotations
