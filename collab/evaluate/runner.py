@@ -36,8 +36,8 @@ from collab.tasks.record import Task
 if TYPE_CHECKING:
     from collab.backends.base import Backend
     from collab.config import EvalStage, Recipe, RewardConfig, TrackingConfig
-    from collab.simulators.base import UserSimulator
     from collab.progress import StageProgress
+    from collab.simulators.base import UserSimulator
 
 logger = logging.getLogger(__name__)
 
