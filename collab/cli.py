@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collab.errors import CollabError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -90,35 +94,43 @@ def build_parser() -> argparse.ArgumentParser:
                           help="print the future turns (every rollout) behind each candidate's MR")
 
     # --- eval (collab.evaluate) ---
-    ev = sub.add_parser("eval", help="evaluate models in simulated conversations; report metrics with bootstrap CIs")
+    ev = sub.add_parser("eval", help="evaluate models in simulated conversations; report metrics with bootstrap CIs",
+                        description="An eval stage built from flags (collab.evaluate.command); a flag not given "
+                        "keeps the recipe default named in its help.")
     ev.add_argument("--model", dest="models", action="append", required=True, metavar="MODEL",
                     help="model name, checkpoint or LoRA adapter directory, or openai:MODEL@BASE_URL (repeatable)")
     ev.add_argument("--tasks", required=True, help="registered task set or path to a .jsonl task file")
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--limit", type=int, default=None)
-    ev.add_argument("--task-seed", type=int, default=0, help="seed of generated task sets")
-    ev.add_argument("--runs", type=int, default=1, help="conversations per task, with different seeds")
-    ev.add_argument("--simulator", choices=["sharded", "llm"], default="sharded")
-    ev.add_argument("--simulator-model", default=None, help="the model playing the user (--simulator llm)")
-    ev.add_argument("--user-mode", choices=["reveal", "withhold"], default="reveal",
-                    help="sharded user: reveal (Lost in Conversation) or withhold (facts only to questions about them)")
-    ev.add_argument("--give-up", type=float, default=0.0,
-                    help="sharded user in withhold mode: probability of ending after a wrong answer")
-    ev.add_argument("--recap", action="store_true",
+    ev.add_argument("--split", help="split of the task set (default: tasks.eval_split, test)")
+    ev.add_argument("--limit", type=int, help="number of tasks (default: all)")
+    ev.add_argument("--task-seed", type=int, help="seed of generated task sets (default: tasks.seed, 0)")
+    ev.add_argument("--runs", type=int, help="conversations per task, with different seeds (default: 1)")
+    ev.add_argument("--simulator", choices=["sharded", "llm"], help="the simulated user (default: sharded)")
+    ev.add_argument("--simulator-model", help="the model playing the user (--simulator llm): a name or "
+                    "openai:MODEL@BASE_URL")
+    ev.add_argument("--user-mode", choices=["reveal", "withhold"],
+                    help="sharded user: reveal (Lost in Conversation; default) or withhold (facts only to questions "
+                    "about them)")
+    ev.add_argument("--give-up", type=float,
+                    help="sharded user in withhold mode: probability of ending after a wrong answer (default: 0)")
+    ev.add_argument("--recap", action="store_true", default=None,
                     help="sharded user: restate the whole request once the last withheld fact is out")
-    ev.add_argument("--system-prompt", default=None,
-                    help="system prompt text, or a named one: proactive, ask, answer")
-    ev.add_argument("--mode", choices=["sharded", "full", "concat"], default="sharded")
-    ev.add_argument("--max-turns", type=int, default=7, help="assistant turns after which a conversation stops")
-    ev.add_argument("--max-new-tokens", type=int, default=256)
-    ev.add_argument("--temperature", type=float, default=0.7)
-    ev.add_argument("--batch-size", type=int, default=32, help="conversations advanced and saved together")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    ev.add_argument("--system-prompt", help="system prompt text, or a named one: proactive, ask, answer")
+    ev.add_argument("--mode", choices=["sharded", "full", "concat"], help="Lost-in-Conversation mode (default: "
+                    "sharded)")
+    ev.add_argument("--max-turns", type=int,
+                    help="assistant turns after which a conversation stops (default: simulator.max_turns, 7)")
+    ev.add_argument("--max-new-tokens", type=int,
+                    help="longest assistant turn (default: reward.policy_max_new_tokens, 256)")
+    ev.add_argument("--temperature", type=float,
+                    help="sampling temperature of the assistant (default: reward.policy_temperature, 0.7)")
+    ev.add_argument("--batch-size", type=int,
+                    help="conversations advanced and saved together (default: policy.max_batch_size, 96)")
+    ev.add_argument("--seed", type=int, help="seed of the conversations and the bootstrap (default: 0)")
+    ev.add_argument("--resamples", type=int, help="bootstrap resamples (default: 2000)")
     ev.add_argument("--mr", action="store_true",
                     help="also report mr, the conversation-level R* (default reward settings)")
-    ev.add_argument("--wandb", choices=["disabled", "offline", "online"], default=None,
-                    help="W&B mode (default: WANDB_MODE when set, else disabled)")
+    ev.add_argument("--wandb", choices=["disabled", "offline", "online"],
+                    help="W&B mode (default: disabled; WANDB_MODE, when set, overrides it as for every stage)")
     ev.add_argument("--out", required=True, help="output folder (rerunning into it resumes)")
     # --- end eval ---
 
@@ -376,74 +388,17 @@ def _plan_preflight(args: argparse.Namespace, recipe) -> None:  # noqa: ANN001 -
 
 
 # --- eval (collab.evaluate) ---
-from rich.console import Console  # noqa: E402  (the type of _dispatch's console)
-
-
 def _eval_command(args: argparse.Namespace, console: Console) -> int:
-    from collab.backends.cache import RequestCache
-    from collab.train.tracking import effective_mode
-
-    wandb = args.wandb or effective_mode("disabled")
-    if args.simulator == "llm" and not args.simulator_model:
-        raise CollabError("--simulator llm needs --simulator-model (the model that plays the user)")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CollabError(f"--out {out} is a file, not a folder", fix="give a folder (it is created when missing).")
-    created = not out.exists()
-    cache = RequestCache(out / "cache.sqlite")
-    try:
-        return _run_eval(args, console, out, cache, wandb)
-    except Exception:
-        cache.close()
-        _remove_if_worthless(out, created)
-        raise
-
-
-def _remove_if_worthless(out: Path, created: bool) -> None:
-    """A failed evaluation leaves no folder behind that it created and filled with nothing of value (a cache of
-    requests that never produced a conversation); a folder that existed, or holds conversations, is kept."""
-    import shutil
-
-    if not created or not out.is_dir():
-        return
-    conversations = out / "conversations.jsonl"
-    if (out / "results.json").exists() or (conversations.is_file() and conversations.stat().st_size > 0):
-        return
-    shutil.rmtree(out, ignore_errors=True)
-
-
-def _run_eval(args: argparse.Namespace, console: Console, out: Path, cache, wandb: str) -> int:  # noqa: ANN001
-    from collab.config import RewardConfig, TrackingConfig
+    from collab.evaluate.command import run_eval_command
     from collab.evaluate.report import render_markdown
-    from collab.evaluate.runner import EvalSettings, evaluate, load_backend, resolve_system_prompt
-    from collab.simulators.registry import make_simulator
 
-    sim_backend = load_backend(args.simulator_model, cache=cache) if args.simulator == "llm" else None
-    user_options = {"mode": args.user_mode, "give_up": args.give_up, "recap": args.recap}
-    if args.simulator == "llm" and (args.user_mode != "reveal" or args.give_up or args.recap):
-        raise CollabError("--user-mode, --give-up and --recap belong to the sharded user", where="--simulator",
-                          fix="drop them, or use --simulator sharded.")
-    simulator = make_simulator(args.simulator, backend=sim_backend, max_turns=args.max_turns,
-                               **(user_options if args.simulator == "sharded" else {}))
-    settings = EvalSettings(
-        tasks=args.tasks, split=args.split, limit=args.limit, task_seed=args.task_seed, runs=args.runs,
-        mode=args.mode, max_turns=args.max_turns, seed=args.seed,
-        system_prompt=resolve_system_prompt(args.system_prompt), max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, batch_size=args.batch_size, resamples=args.resamples,
-        simulator=f"{args.simulator}:{args.simulator_model or '-'}:max_turns={args.max_turns}"
-        + (":" + ",".join(f"{k}={v}" for k, v in user_options.items()) if args.simulator == "sharded" else ""),
-        reward=RewardConfig() if args.mr else None,
-    )
-    results = evaluate(
-        args.models, settings, out, simulator=simulator,
-        loader=lambda ref: load_backend(ref.spec, cache=cache),
-        tracking=TrackingConfig(wandb=wandb) if wandb != "disabled" else None,
-        run_name=f"eval-{out.name}",
-        echo=lambda line: console.print(line, markup=False, highlight=False),
-    )
+    out = Path(args.out)
+    results = run_eval_command(vars(args), out, echo=lambda line: console.print(line, markup=False, highlight=False))
     console.print(render_markdown(results), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {out}/results.json, report.md, report.html, conversations.jsonl")
     return 0
+
+
 # --- end eval ---
 
 

@@ -5,22 +5,25 @@
 
 For a batch of (task, history, candidate) items, every candidate gets S rollouts of `window` future assistant turns
 against the simulated user, all advanced together by the batched engine. Each rollout's conversation is scored by
-the task metric on its final artifact, the token penalty and the interactivity score. A component that cannot be
-computed makes that rollout fail (counted, with its reason); MR averages the rollouts that succeeded and is None,
-with an error, when none did. A candidate cut off at the token limit gets `truncation_penalty` without rollouts
-(unless that is None: then it is rolled out like any other).
+`ConversationScorer`: the task metric on its final artifact, the token penalty and the interactivity score. The
+evaluation's conversation-level `mr` is the same scorer over a whole conversation, so the two cannot drift apart.
+A component that cannot be computed makes that rollout fail (counted, with its reason); MR averages the rollouts
+that succeeded and is None, with an error, when none did. A candidate cut off at the token limit gets
+`truncation_penalty` without rollouts (unless that is None: then it is rolled out like any other).
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from collab.backends.base import Backend
 from collab.chat import Conversation, Message, SamplingParams
 from collab.config import RewardConfig
+from collab.errors import CollabError
 from collab.metrics.base import MetricResult
+from collab.metrics.tokens import CountTokens
 from collab.rollout import ConversationState, RolloutEngine
 from collab.simulators.base import UserSimulator
 from collab.tasks.record import Task
@@ -80,7 +83,101 @@ class RewardStats:
         self.failure_reasons[key] = self.failure_reasons.get(key, 0) + 1
 
 
-InteractivityFn = Callable[[list[tuple[Task, Conversation, list[dict[str, Any]]]]], list[MetricResult]]
+@dataclass(frozen=True)
+class ConversationScore:
+    """R* of one finished conversation: the weighted sum and its components, or why it could not be computed."""
+
+    reward: float | None
+    components: dict[str, float]
+    error: str | None = None
+
+
+def task_result(task: Task, messages: Conversation) -> MetricResult:
+    """R_task of a conversation: the task metric on its final artifact.
+
+    No answer attempt delivers nothing: a real 0, not a failure (asking forever must not pay). A conversation the
+    assistant never spoke in, or a metric that raises, is a failure with its reason, never a 0.
+    """
+    from collab.metrics.task_score import score_response
+
+    if not any(m["role"] == "assistant" for m in messages):
+        return MetricResult.fail("the assistant never replied")
+    final = final_artifact(task, messages)
+    if final is None:
+        return MetricResult(0.0, details={"no_answer_attempt": True})
+    try:
+        return score_response(task, final)
+    except Exception as exc:  # noqa: BLE001 -- a crashing metric is a counted failure, not a crashed run
+        return MetricResult.fail(f"{type(exc).__name__}: {exc}"[:300])
+
+
+class ConversationScorer:
+    """R* = w_task * R_task + w_tokens * R_tokens + w_int * R_int of finished conversations.
+
+    The one scoring of a conversation that MR rollouts (training and data) and evaluation share. A conversation is
+    rated from its message at `start` on: in MR, the candidate's own turn; in evaluation, 0 (the whole
+    conversation, opening request included, is the window).
+
+    Args:
+        config: Token cost and mode, weights and the interactivity measure.
+        judge: An InteractivityJudge, required when `config.interactivity == "judge"`.
+    """
+
+    def __init__(self, config: RewardConfig, judge: Any | None = None) -> None:
+        if config.interactivity == "judge" and judge is None:
+            raise CollabError("reward.interactivity is 'judge' but no judge was given", where="reward.interactivity",
+                              fix="configure judge.backend, or choose interactivity 'elicitation' or 'none'.")
+        self.config = config
+        self.judge = judge
+
+    def interactivity(self, items: list[tuple[Task, Conversation, list[dict[str, Any]], int]]) -> list[MetricResult]:
+        """R_int of each (task, messages, the simulator's reveal record, start), batched for the judge."""
+        mode = self.config.interactivity
+        if mode == "none":
+            return [MetricResult(0.0, details={"disabled": True}) for _ in items]
+        if mode == "judge":
+            return list(self.judge.score([(t, m) for t, m, _, _ in items]))  # type: ignore[union-attr]
+        from collab.metrics.interactivity import elicitation_rate
+
+        return [elicitation_rate(t, m, info, start=start) for t, m, info, start in items]
+
+    def token_term(self, messages: Conversation, count_tokens: CountTokens, start: int = 0) -> float:
+        """R_tokens: `window` mode counts every user and assistant token from `start` on, capped at 1 (the
+        paper); `assistant` counts the assistant tokens of the whole conversation, uncapped (CollabLLM's code)."""
+        from collab.metrics.tokens import assistant_tokens, token_penalty, window_tokens
+
+        lam = self.config.token_lambda
+        if self.config.token_mode == "window":
+            return token_penalty(window_tokens(messages, count_tokens, start), lam)
+        return token_penalty(assistant_tokens(messages, count_tokens), lam, cap=False)
+
+    def combine(self, components: dict[str, float]) -> float:
+        """The weighted sum of the three components."""
+        w = self.config.weights
+        return w.task * components["task"] + w.tokens * components["tokens"] + w.interactivity * components[
+            "interactivity"]
+
+    def score(
+        self,
+        messages: Conversation,
+        *,
+        task: MetricResult,
+        interactivity: MetricResult,
+        count_tokens: CountTokens,
+        start: int = 0,
+    ) -> ConversationScore:
+        """R* of a finished conversation from its task result (`task_result`) and interactivity (`interactivity`);
+        a component that failed makes the whole score fail with its reason."""
+        if not task.ok:
+            return ConversationScore(None, {}, f"task metric: {task.error}")
+        if not interactivity.ok:
+            return ConversationScore(None, {}, f"interactivity: {interactivity.error}")
+        components = {
+            "task": float(task.value),  # type: ignore[arg-type]
+            "tokens": self.token_term(messages, count_tokens, start),
+            "interactivity": float(interactivity.value),  # type: ignore[arg-type]
+        }
+        return ConversationScore(self.combine(components), components)
 
 
 class MultiturnReward:
@@ -90,8 +187,6 @@ class MultiturnReward:
         policy: Produces the future assistant turns: the model being trained, or a fixed one.
         simulator: Produces the future user turns.
         config: Window, samples, token cost, weights and sampling of future turns.
-        interactivity: Batched scorer of finished rollouts; defaults to the config's choice (`elicitation` rule
-            proxy or `none`; `judge` needs `judge=`).
         judge: An InteractivityJudge, used when `config.interactivity == "judge"`.
         system_prompt: The policy's system prompt in rollouts.
     """
@@ -115,9 +210,7 @@ class MultiturnReward:
             ),
             system_prompt=system_prompt,
         )
-        self.judge = judge
-        if config.interactivity == "judge" and judge is None:
-            raise ValueError("reward.interactivity='judge' needs a judge")
+        self.scorer = ConversationScorer(config, judge)
         self.stats = RewardStats()
 
     def score(self, candidates: list[Candidate], seed: int = 0, *, seeds: list[int] | None = None) -> list[MRResult]:
@@ -157,10 +250,7 @@ class MultiturnReward:
     def _score_rollouts(
         self, candidates: list[Candidate], states: list[tuple[int, ConversationState]]
     ) -> list[RolloutScore]:
-        from collab.metrics.task_score import score_response
-
-        cfg = self.config
-        interactivity = self._interactivity(
+        interactivity = self.scorer.interactivity(
             [(s.task, s.messages, s.user_info, len(candidates[i].history)) for i, s in states]
         )
         out = []
@@ -168,55 +258,21 @@ class MultiturnReward:
             self.stats.rollouts += 1
             start = len(candidates[i].history)
             window = state.messages[start:]
-            error = state.failed
-            components: dict[str, float] = {}
-            if error is None:
-                final = final_artifact(state.task, state.messages)
-                # No answer attempt delivers nothing: a real 0, not a failure (asking forever must not pay).
-                task_result = score_response(state.task, final) if final is not None else MetricResult(
-                    0.0, details={"no_answer_attempt": True})
-                if not task_result.ok:
-                    error = f"task metric: {task_result.error}"
-                elif not inter.ok:
-                    error = f"interactivity: {inter.error}"
-                else:
-                    components = {
-                        "task": float(task_result.value),
-                        "tokens": self._token_penalty(state.messages, window),
-                        "interactivity": float(inter.value),
-                    }
-            if error is not None:
+            if state.failed is not None:
+                scored = ConversationScore(None, {}, state.failed)
+            else:
+                scored = self.scorer.score(
+                    state.messages, task=task_result(state.task, state.messages), interactivity=inter,
+                    count_tokens=self.policy.count_tokens, start=start,
+                )
+            if scored.error is not None:
                 self.stats.failed_rollouts += 1
-                self.stats.fail(error)
-                out.append(RolloutScore(window, None, {}, error, state.user_info))
+                self.stats.fail(scored.error)
+                out.append(RolloutScore(window, None, {}, scored.error, state.user_info))
                 continue
-            w = cfg.weights
-            reward = w.task * components["task"] + w.tokens * components["tokens"] + w.interactivity * components[
-                "interactivity"
-            ]
-            out.append(RolloutScore(window, reward, components, None, state.user_info, _behaviour(state, start)))
+            out.append(RolloutScore(window, scored.reward, scored.components, None, state.user_info,
+                                    _behaviour(state, start)))
         return out
-
-    def _interactivity(
-        self, items: list[tuple[Task, Conversation, list[dict[str, Any]], int]]
-    ) -> list[MetricResult]:
-        """Interactivity of each rollout, rated from its candidate's turn (the last item) on."""
-        mode = self.config.interactivity
-        if mode == "none":
-            return [MetricResult(0.0, details={"disabled": True}) for _ in items]
-        if mode == "judge":
-            return self.judge.score([(t, m) for t, m, _, _ in items])
-        from collab.metrics.interactivity import elicitation_rate
-
-        return [elicitation_rate(t, m, info, start=start) for t, m, info, start in items]
-
-    def _token_penalty(self, messages: Conversation, window: Conversation) -> float:
-        from collab.metrics.tokens import assistant_tokens, token_penalty, window_tokens
-
-        count = self.policy.count_tokens
-        if self.config.token_mode == "window":
-            return token_penalty(window_tokens(window, count), self.config.token_lambda)
-        return -self.config.token_lambda * assistant_tokens(messages, count)
 
     def _aggregate(self, rollouts: list[RolloutScore]) -> MRResult:
         good = [r for r in rollouts if r.reward is not None]

@@ -1,9 +1,8 @@
-"""Build a backend from its recipe section."""
+"""Build a backend from its recipe section (collab.factory builds every backend of a recipe through this)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from collab.backends.base import Backend
 from collab.backends.cache import RequestCache
@@ -59,7 +58,3 @@ def make_backend(
         cache=cache,
     )
 
-
-def open_cache(run_dir: Path | None) -> RequestCache | None:
-    """The run's request cache (`<run>/cache.sqlite`), shared by all of its backends and processes."""
-    return RequestCache(run_dir / "cache.sqlite") if run_dir is not None else None

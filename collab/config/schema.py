@@ -391,7 +391,17 @@ class EvalStage(StageBase):
         None, ge=1, description="Assistant turns per conversation; empty for the recipe's `simulator.max_turns`.")
     max_new_tokens: int | None = Field(
         None, ge=1, description="Longest assistant turn, in tokens; overrides `reward.policy_max_new_tokens` for this "
-        "evaluation (empty: that value). The temperature is always `reward.policy_temperature`.")
+        "evaluation (empty: that value).")
+    temperature: float | None = Field(
+        None, ge=0, description="Sampling temperature of the assistant; overrides `reward.policy_temperature` for this "
+        "evaluation (empty: that value).")
+    batch_size: int | None = Field(
+        None, ge=1, description="Conversations advanced together and saved together (empty: `policy.max_batch_size`). "
+        "Results do not depend on it: every conversation has its own seed.")
+    resamples: int = Field(2000, ge=1, description="Bootstrap resamples behind every confidence interval of the report.")
+    mr: bool = Field(
+        True, description="Also score every conversation with the recipe's reward (`mr`, the conversation-level R*, "
+        "computed by the same code as the training MR); false skips it and the judge calls it may cost.")
 
 
 Stage = Annotated[TrainerStage | DataStage | EvalStage, Field(discriminator="kind")]

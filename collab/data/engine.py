@@ -12,7 +12,6 @@ computation for the whole batch.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from collab.config import DataStage, Recipe
 from collab.data.store import JsonlStore
 from collab.errors import CollabError
 from collab.reward import Candidate, MRResult, MultiturnReward
+from collab.seeding import stable_seed
 from collab.simulators.base import UserSimulator
 from collab.tasks.record import Task
 
@@ -68,10 +68,6 @@ class Dialogue:
     history: Conversation = field(default_factory=list)
     turn: int = 0
     done: bool = False
-
-
-def stable_seed(*parts: object) -> int:
-    return zlib.crc32("\x1f".join(map(str, parts)).encode())
 
 
 class DataEngine:

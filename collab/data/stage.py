@@ -17,8 +17,7 @@ from collab.run.layout import DONE
 
 def run_data_stage(recipe: Recipe, stage: DataStage, run_dir: Path, shard: Shard = Shard()) -> Path:
     """Generate (or continue) shard `shard` of the stage; the unsharded run also merges. Returns the stage dir."""
-    from collab.backends.registry import open_cache
-    from collab.factory import build_policy, build_reward, build_simulator
+    from collab.factory import build_policy, build_reward, build_simulator, cache_for
     from collab.progress import stage_progress
     from collab.tasks.registry import load_task_set
 
@@ -27,7 +26,7 @@ def run_data_stage(recipe: Recipe, stage: DataStage, run_dir: Path, shard: Shard
         return out
     tasks = shard.select(load_task_set(recipe.tasks.name, split=recipe.tasks.split, limit=recipe.tasks.limit,
                                        seed=recipe.tasks.seed))
-    cache = open_cache(run_dir)
+    cache = cache_for(run_dir)
     policy = build_policy(recipe, cache)
     simulator = build_simulator(recipe, cache)
     reward = build_reward(recipe, policy, simulator, cache)

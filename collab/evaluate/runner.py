@@ -9,6 +9,8 @@ Why it is shaped this way:
     different settings is refused rather than mixing incomparable rows.
   * Conversation seeds depend on (seed, task id, run) only, so every model meets the same simulated-user draws,
     which is what makes the per-task pairing of the comparisons meaningful.
+  * Scores come from the library, not from here: `mr` is collab.reward's ConversationScorer (the code behind
+    training MR) and every backend, the simulator and the judge are built by collab.factory.
 """
 
 from __future__ import annotations
@@ -27,15 +29,15 @@ from collab.errors import CollabError
 from collab.evaluate.modes import Mode, apply_mode
 from collab.evaluate.store import ConversationStore, row_key
 from collab.metrics.base import MetricResult
+from collab.reward import ConversationScorer
 from collab.rollout import ConversationState, RolloutEngine
 from collab.tasks.record import Task
 
 if TYPE_CHECKING:
     from collab.backends.base import Backend
-    from collab.backends.cache import RequestCache
     from collab.config import EvalStage, Recipe, RewardConfig, TrackingConfig
-    from collab.simulators.base import UserSimulator
     from collab.progress import StageProgress
+    from collab.simulators.base import UserSimulator
 
 logger = logging.getLogger(__name__)
 
@@ -51,45 +53,70 @@ class ModelRef:
     spec: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalSettings:
-    """Everything an evaluation needs besides the models and the simulator.
+    """An evaluation's settings resolved from a recipe and its eval stage (`for_stage`): the stage's values, or the
+    recipe sections they default to. The schema and its defaults live in collab.config (EvalStage); this is the
+    flat form the runner, the aggregation and the report read.
 
     Attributes:
         tasks: A registered task set or a path to a .jsonl file of tasks.
-        split, limit, task_seed: Which tasks (passed to `load_task_set`).
+        split: Split of the task set.
+        limit: Number of tasks; None for all.
+        task_seed: Seed of generated task sets.
         runs: Conversations per task, each with its own seed.
         mode: Lost-in-Conversation mode (see collab.evaluate.modes).
         max_turns: Assistant turns after which a conversation stops.
         seed: Seed of the conversations and of the bootstrap.
         system_prompt: The policy's system prompt, or None.
-        max_new_tokens, temperature: Sampling of the policy.
+        max_new_tokens: Longest assistant turn.
+        temperature: Sampling temperature of the assistant.
         batch_size: Conversations advanced together and saved together.
         resamples: Bootstrap resamples for every interval.
-        simulator: A description of the simulated user (part of the resume fingerprint).
+        simulator: The simulated user's recipe section as JSON (part of the resume fingerprint).
         reward: When set, the conversation-level R* (`mr`) is computed with this reward configuration.
     """
 
     tasks: str
-    split: str = "test"
-    limit: int | None = None
-    task_seed: int = 0
-    runs: int = 1
-    mode: Mode = "sharded"
-    max_turns: int = 7
-    seed: int = 0
-    system_prompt: str | None = None
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    batch_size: int = 32
-    resamples: int = 2000
-    simulator: str = "sharded"
-    reward: RewardConfig | None = None
+    split: str
+    limit: int | None
+    task_seed: int
+    runs: int
+    mode: Mode
+    max_turns: int
+    seed: int
+    system_prompt: str | None
+    max_new_tokens: int
+    temperature: float
+    batch_size: int
+    resamples: int
+    simulator: str
+    reward: RewardConfig | None
 
-    def __post_init__(self) -> None:
-        for name in ("runs", "max_turns", "batch_size", "max_new_tokens", "resamples"):
-            if getattr(self, name) < 1:
-                raise CollabError(f"{name} must be at least 1, got {getattr(self, name)}", where=f"eval.{name}")
+    @classmethod
+    def for_stage(cls, recipe: Recipe, stage: EvalStage) -> EvalSettings:
+        """The settings of `stage`: tasks from the stage, else `tasks.name` with `tasks.eval_split` and
+        `tasks.limit`; max turns from the stage, else `simulator.max_turns`; sampling from the stage, else
+        `reward.policy_temperature` and `reward.policy_max_new_tokens`; batch size from the stage, else
+        `policy.max_batch_size`; the system prompt from `model.system_prompt`; `mr` with `reward` unless the
+        stage turns it off."""
+        return cls(
+            tasks=stage.tasks or recipe.tasks.name,
+            split=stage.split or recipe.tasks.eval_split,
+            limit=stage.limit or recipe.tasks.limit,
+            task_seed=recipe.tasks.seed,
+            runs=stage.runs,
+            mode=stage.mode,
+            max_turns=stage.max_turns or recipe.simulator.max_turns,
+            seed=recipe.seed,
+            system_prompt=recipe.model.system_prompt,
+            max_new_tokens=stage.max_new_tokens or recipe.reward.policy_max_new_tokens,
+            temperature=stage.temperature if stage.temperature is not None else recipe.reward.policy_temperature,
+            batch_size=stage.batch_size or recipe.policy.max_batch_size,
+            resamples=stage.resamples,
+            simulator=json.dumps(recipe.simulator.model_dump(mode="json"), sort_keys=True),
+            reward=recipe.reward if stage.mr else None,
+        )
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change a conversation or its scores; rows made under other values are not comparable."""
@@ -109,10 +136,12 @@ class EvalSettings:
 
     @property
     def eval_key(self) -> str:
+        """A short hash of `fingerprint()`, stored in every conversation row."""
         payload = json.dumps(self.fingerprint(), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def meta(self) -> dict[str, Any]:
+        """Every setting and the eval key, for results.json."""
         data = asdict(self)
         data["reward"] = self.reward.model_dump(mode="json") if self.reward is not None else None
         data["eval_key"] = self.eval_key
@@ -120,41 +149,6 @@ class EvalSettings:
 
 
 # --- models ------------------------------------------------------------------------------------------------------
-
-
-def parse_openai_spec(spec: str) -> tuple[str, str | None]:
-    """`openai:MODEL@BASE_URL` -> (MODEL, BASE_URL); `openai:MODEL` -> (MODEL, None: the SDK's default endpoint)."""
-    if not spec.startswith("openai:"):
-        raise ValueError(f"not an openai model spec: {spec!r}")
-    model, _, base_url = spec[len("openai:") :].partition("@")
-    if not model:
-        raise CollabError(
-            f"model spec {spec!r} names no model", where="--model", fix="write openai:MODEL@http://HOST:PORT/v1."
-        )
-    return model, base_url or None
-
-
-def load_backend(
-    spec: str,
-    *,
-    cache: RequestCache | None = None,
-    dtype: str = "auto",
-    max_batch_size: int | None = None,
-    device: str | None = None,
-) -> Backend:
-    """The backend for a model spec: an OpenAI-compatible endpoint, or a local transformers model with the policy
-    defaults of BackendConfig (batch size, prefix caching)."""
-    if spec.startswith("openai:"):
-        from collab.backends.openai_backend import OpenAIBackend
-
-        model, base_url = parse_openai_spec(spec)
-        return OpenAIBackend(model=model, base_url=base_url, cache=cache)
-    from collab.backends.hf import HFBackend
-    from collab.config import BackendConfig
-
-    defaults = BackendConfig()
-    return HFBackend.from_name(spec, dtype=dtype, device=device, max_batch_size=max_batch_size or defaults.max_batch_size,
-                               cache=cache, prefix_cache_bytes=defaults.prefix_cache_mb * 2**20)
 
 
 def resolve_system_prompt(text_or_name: str | None) -> str | None:
@@ -176,44 +170,6 @@ def conversation_seed(seed: int, task_id: str, run: int) -> int:
 # --- scoring -----------------------------------------------------------------------------------------------------
 
 
-class ConversationReward:
-    """R* of a whole conversation: w_task * task + w_tokens * token term + w_int * interactivity.
-
-    The token term over a whole conversation: `token_mode: window` counts every user and assistant token and caps the
-    penalty at 1 (the paper's form, the window being the whole conversation); `assistant` counts assistant tokens,
-    uncapped. Interactivity is the reward's choice: the elicitation proxy, the LLM judge, or none (0).
-    """
-
-    def __init__(self, config: RewardConfig, judge: Any | None = None) -> None:
-        if config.interactivity == "judge" and judge is None:
-            raise CollabError("reward.interactivity is 'judge' but no judge was given", where="reward.interactivity")
-        self.config = config
-        self.judge = judge
-
-    def interactivity(self, items: list[tuple[Task, list[Any], list[dict[str, Any]]]]) -> list[MetricResult]:
-        """Interactivity of whole conversations (task, messages, the simulator's reveal record)."""
-        mode = self.config.interactivity
-        if mode == "none":
-            return [MetricResult(0.0) for _ in items]
-        if mode == "judge":
-            return list(self.judge.score([(task, messages) for task, messages, _ in items]))  # type: ignore[union-attr]
-        from collab.metrics.interactivity import elicitation_rate
-
-        return [elicitation_rate(task, messages, record) for task, messages, record in items]
-
-    def token_term(self, messages: list[Any], count_tokens: Callable[[str], int]) -> float:
-        from collab.metrics.tokens import assistant_tokens, token_penalty, window_tokens
-
-        lam = self.config.token_lambda
-        if self.config.token_mode == "window":
-            return token_penalty(window_tokens(messages, count_tokens), lam)
-        return token_penalty(assistant_tokens(messages, count_tokens), lam, cap=False)
-
-    def combine(self, task: float, tokens: float, interactivity: float) -> float:
-        w = self.config.weights
-        return w.task * task + w.tokens * tokens + w.interactivity * interactivity
-
-
 def score_states(
     states: Sequence[ConversationState],
     *,
@@ -222,7 +178,7 @@ def score_states(
     eval_key: str,
     mode: str,
     count_tokens: Callable[[str], int],
-    reward: ConversationReward | None = None,
+    reward: ConversationScorer | None = None,
 ) -> list[dict[str, Any]]:
     """One conversations.jsonl row per finished state: the transcript and every per-conversation score.
 
@@ -232,7 +188,7 @@ def score_states(
     interactivity: list[MetricResult | None] = [None] * len(states)
     if reward is not None:
         ok = [i for i, s in enumerate(states) if s.failed is None]
-        items = [(states[i].task, states[i].messages, states[i].user_info) for i in ok]
+        items = [(states[i].task, states[i].messages, states[i].user_info, 0) for i in ok]
         for i, result in zip(ok, reward.interactivity(items)):
             interactivity[i] = result
     rows = []
@@ -265,31 +221,23 @@ def score_states(
 def _score_one(
     state: ConversationState,
     count_tokens: Callable[[str], int],
-    reward: ConversationReward | None,
+    reward: ConversationScorer | None,
     inter: MetricResult | None,
 ) -> tuple[dict[str, Any], dict[str, str], str | None]:
-    """(scores, errors, final artifact) of one finished conversation."""
+    """(scores, errors, final artifact) of one finished conversation; `mr` is R* of the whole conversation, computed
+    by the same code as the MR of training and data (collab.reward)."""
     from collab.metrics.behaviour import behaviour
     from collab.metrics.interactivity import elicitation
-    from collab.metrics.task_score import score_response
-    from collab.reward import final_artifact
+    from collab.reward import final_artifact, task_result
 
     task, messages = state.task, state.messages
     scores: dict[str, Any] = {}
     errors: dict[str, str] = {}
     final = final_artifact(task, messages)
-    if not any(m["role"] == "assistant" for m in messages):
-        task_result = MetricResult.fail("the assistant never replied")
-    elif final is None:
-        task_result = MetricResult(0.0, details={"no_answer_attempt": True})  # it only asked: nothing delivered
-    else:
-        try:
-            task_result = score_response(task, final)
-        except Exception as exc:  # noqa: BLE001 -- a crashing metric is a counted failure, not a crashed evaluation
-            task_result = MetricResult.fail(f"{type(exc).__name__}: {exc}"[:300])
-    scores["task_score"] = task_result.value
-    if not task_result.ok:
-        errors["task_score"] = task_result.error or "failed"
+    task_score = task_result(task, messages)
+    scores["task_score"] = task_score.value
+    if not task_score.ok:
+        errors["task_score"] = task_score.error or "failed"
     b = behaviour(task, messages, state.user_info)
     try:
         scores["elicited"] = elicitation(task, messages, state.user_info).share
@@ -306,16 +254,13 @@ def _score_one(
     )
     scores["tokens"] = sum(count_tokens(m["content"]) for m in messages if m["role"] == "assistant")
     if reward is not None:
-        scores["mr"] = None
-        if not task_result.ok:
-            errors["mr"] = f"task metric: {errors['task_score']}"
-        elif inter is None or not inter.ok:
-            errors["mr"] = f"interactivity: {inter.error if inter is not None else 'not scored'}"
+        scored = reward.score(messages, task=task_score, count_tokens=count_tokens,
+                              interactivity=inter if inter is not None else MetricResult.fail("not scored"))
+        scores["mr"] = scored.reward
+        if scored.error is not None:
+            errors["mr"] = scored.error
         else:
-            task_value, inter_value = float(task_result.value), float(inter.value)  # type: ignore[arg-type]
-            token_term = reward.token_term(messages, count_tokens)
-            scores["mr"] = reward.combine(task_value, token_term, inter_value)
-            scores["mr_components"] = {"task": task_value, "tokens": token_term, "interactivity": inter_value}
+            scores["mr_components"] = scored.components
     return scores, errors, final
 
 
@@ -353,7 +298,7 @@ def evaluate(
         settings: Tasks, mode, runs, turns, sampling and bootstrap settings.
         out_dir: The output folder; rerunning into it resumes.
         simulator: The simulated user.
-        loader: ModelRef -> Backend; defaults to `load_backend(ref.spec)` (no cache).
+        loader: ModelRef -> Backend; defaults to `collab.factory.build_eval_model` of a default recipe (no cache).
         judge: An InteractivityJudge when `settings.reward.interactivity == "judge"`.
         tracking: When W&B is on (its `wandb`, or WANDB_MODE), the results table is logged to W&B.
         run_name: Name of the W&B run.
@@ -378,8 +323,8 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = load_tasks(settings)
-    reward = ConversationReward(settings.reward, judge) if settings.reward is not None else None
-    load = loader or (lambda ref: load_backend(ref.spec))
+    reward = ConversationScorer(settings.reward, judge) if settings.reward is not None else None
+    load = loader or _default_loader
     store = ConversationStore(out / CONVERSATIONS_FILE)
     lock = FileLock(str(out / ".eval.lock"))
     try:
@@ -414,6 +359,13 @@ def evaluate(
     return results
 
 
+def _default_loader(ref: ModelRef) -> Backend:
+    from collab.config import Recipe
+    from collab.factory import build_eval_model
+
+    return build_eval_model(Recipe(), ref.spec)
+
+
 def _check_compatible(rows: list[dict[str, Any]], settings: EvalSettings, path: Path) -> None:
     other = sorted({r.get("eval_key") for r in rows if r.get("eval_key") != settings.eval_key}, key=str)
     if other:
@@ -431,7 +383,7 @@ def _run_model(
     settings: EvalSettings,
     simulator: UserSimulator,
     load: Callable[[ModelRef], Backend],
-    reward: ConversationReward | None,
+    reward: ConversationScorer | None,
     store: ConversationStore,
     say: Callable[[str], None],
 ) -> None:
@@ -448,7 +400,7 @@ def _run_model(
 
 
 def _run_batches(ref: ModelRef, todo: list[tuple[Task, int]], settings: EvalSettings, simulator: UserSimulator,
-                 backend: Backend, reward: ConversationReward | None, store: ConversationStore,
+                 backend: Backend, reward: ConversationScorer | None, store: ConversationStore,
                  say: Callable[[str], None], progress: StageProgress) -> None:
     engine = RolloutEngine(
         backend,
@@ -511,62 +463,39 @@ def stage_model_refs(recipe: Recipe, stage: EvalStage, run_dir: Path) -> list[Mo
     return refs
 
 
-def run_eval_stage(recipe: Recipe, stage: EvalStage, run_dir: str | Path) -> dict[str, Any]:
-    """Run an eval stage of a recipe into `<run_dir>/<stage label>`, sharing the run's request cache.
+def run_eval_stage(
+    recipe: Recipe,
+    stage: EvalStage,
+    run_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run an eval stage of a recipe into `out_dir` (default `<run_dir>/<stage label>`), sharing the run's request
+    cache. The one way an evaluation runs: a pipeline's eval stage and `collab eval` (collab.evaluate.command) both
+    come here.
 
-    Tasks: the stage's `tasks`/`split`/`limit`, else `tasks.name` with `tasks.eval_split` and `tasks.limit`;
-    simulator, system prompt and the MR reward from the recipe; sampling from `reward.policy_temperature` and the
-    stage's `max_new_tokens` (else `reward.policy_max_new_tokens`); max turns from the stage (else
-    `simulator.max_turns`).
+    Settings: `EvalSettings.for_stage`. Models: `stage_model_refs`, each built by `collab.factory.build_eval_model`;
+    simulator and judge from the recipe (collab.factory). W&B: `tracking`, the run named `<recipe>-<out folder>`.
     """
-    from collab.backends.registry import make_backend
-    from collab.config import BackendConfig
-    from collab.factory import build_simulator, cache_for
+    from collab.factory import build_eval_model, build_judge, build_simulator, cache_for
 
     run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / stage.label
+    settings = EvalSettings.for_stage(recipe, stage)
     cache = cache_for(run_dir)
-    # Checkpoints are local files: an openai policy section cannot serve them, so they load with transformers.
-    policy = recipe.policy
-    if policy.kind == "openai":
-        policy = BackendConfig(max_batch_size=recipe.policy.max_batch_size)
-    policy = policy.model_copy(update={"dtype": recipe.model.dtype})
-
-    def loader(ref: ModelRef) -> Backend:
-        if ref.spec.startswith("openai:"):
-            return load_backend(ref.spec, cache=cache)
-        return make_backend(policy.model_copy(update={"model": ref.spec}), default_model=ref.spec, cache=cache)
-
-    judge = None
-    if recipe.reward.interactivity == "judge" and recipe.judge.backend is not None:
-        from collab.metrics.interactivity import InteractivityJudge
-
-        judge_backend = make_backend(recipe.judge.backend, default_model=recipe.model.name, cache=cache, where="judge")
-        judge = InteractivityJudge(judge_backend, max_reasks=recipe.judge.max_reasks)
-    sim = recipe.simulator
-    settings = EvalSettings(
-        tasks=stage.tasks or recipe.tasks.name,
-        split=stage.split or recipe.tasks.eval_split,
-        limit=stage.limit or recipe.tasks.limit,
-        task_seed=recipe.tasks.seed,
-        runs=stage.runs,
-        mode=stage.mode,
-        max_turns=stage.max_turns or sim.max_turns,
-        seed=recipe.seed,
-        system_prompt=recipe.model.system_prompt,
-        max_new_tokens=stage.max_new_tokens or recipe.reward.policy_max_new_tokens,
-        temperature=recipe.reward.policy_temperature,
-        batch_size=recipe.policy.max_batch_size,
-        simulator=json.dumps(sim.model_dump(mode="json"), sort_keys=True),
-        reward=recipe.reward,
-    )
-    return evaluate(
-        stage_model_refs(recipe, stage, run_dir),
-        settings,
-        run_dir / stage.label,
-        simulator=build_simulator(recipe, cache),
-        loader=loader,
-        judge=judge,
-        tracking=recipe.tracking,
-        run_name=f"{recipe.name}-{stage.label}",
-        wandb_dir=run_dir,
-    )
+    try:
+        return evaluate(
+            stage_model_refs(recipe, stage, run_dir),
+            settings,
+            out,
+            simulator=build_simulator(recipe, cache),
+            loader=lambda ref: build_eval_model(recipe, ref.spec, cache),
+            judge=build_judge(recipe, cache) if settings.reward is not None else None,
+            tracking=recipe.tracking,
+            run_name=f"{recipe.name}-{out.name}",
+            wandb_dir=run_dir,
+            echo=echo,
+        )
+    finally:
+        cache.close()

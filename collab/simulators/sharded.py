@@ -35,7 +35,6 @@ that contain code. The check is injectable; by default it is `collab.metrics.tas
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import re
@@ -47,6 +46,7 @@ from typing import Any, Literal
 from collab.chat import Conversation
 from collab.metrics.behaviour import content_terms, revealed_per_user_turn
 from collab.metrics.dialogue_acts import classify_turn, user_questions
+from collab.seeding import stable_seed
 from collab.simulators.base import SimulatorStats, UserSimulator, UserTurn
 from collab.tasks.record import Task
 
@@ -93,12 +93,6 @@ class ShardedStats(SimulatorStats):
     """SimulatorStats plus correctness checks that raised (counted as not correct, never as a silent pass)."""
 
     correctness_errors: int = 0
-
-
-def stable_seed(*parts: object) -> int:
-    """A process-independent seed from `parts` (Python's hash() of a str changes with every interpreter)."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
 
 
 def item_seeds_for(batch: list[tuple[Task, Conversation]], seeds: list[int] | None) -> list[int]:

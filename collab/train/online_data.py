@@ -60,7 +60,7 @@ def transcript(prompt: list[dict[str, str]]) -> Conversation:
 
 def opening_rows(recipe: Recipe, tasks: list[Task], simulator: UserSimulator) -> list[dict[str, Any]]:
     """One row per task: the simulated user's opening turn, in one batched simulator call."""
-    from collab.data.engine import stable_seed
+    from collab.seeding import stable_seed
 
     turns = simulator.respond([(task, []) for task in tasks], seeds=[stable_seed(recipe.seed, t.id) for t in tasks])
     rows = []

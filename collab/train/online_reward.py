@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collab.data.engine import stable_seed
 from collab.reward import Candidate, MRResult, MultiturnReward
+from collab.seeding import stable_seed
 from collab.tasks.record import Task
 from collab.train.online_data import transcript
 from collab.train.online_policy import LivePolicy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,11 @@ from collab.evaluate.runner import (
     ModelRef,
     conversation_seed,
     evaluate,
-    parse_openai_spec,
     resolve_system_prompt,
     run_eval_stage,
     stage_model_refs,
 )
+from collab.factory import parse_openai_spec
 from collab.simulators.sharded import ShardedSimulator
 
 # Written by hand from the task record format (docs/tasks.md): two tasks miss a number, two are complete.
@@ -66,8 +67,13 @@ def tasks_file(tmp_path: Path) -> Path:
     return path
 
 
+def eval_settings(tasks_file: Path, **stage: Any) -> EvalSettings:
+    """The settings of an eval stage on `tasks_file` without MR, every other value at its recipe default."""
+    return EvalSettings.for_stage(Recipe(tasks=TasksConfig(name=str(tasks_file))), EvalStage(kind="eval", mr=False, **stage))
+
+
 def _run(tasks_file: Path, out: Path, backends: dict[str, Backend], **overrides: Any) -> dict[str, Any]:
-    settings = EvalSettings(tasks=str(tasks_file), max_turns=2, resamples=200, batch_size=3, **overrides)
+    settings = replace(eval_settings(tasks_file, max_turns=2, resamples=200, batch_size=3), **overrides)
     return evaluate(
         list(backends), settings, out, simulator=ShardedSimulator(max_turns=2), loader=lambda ref: backends[ref.label]
     )
@@ -187,7 +193,7 @@ def test_mr_is_the_conversation_reward_when_configured(tasks_file: Path, tmp_pat
 
 def test_duplicate_model_labels_are_refused(tasks_file: Path, tmp_path: Path) -> None:
     with pytest.raises(CollabError, match="unique"):
-        evaluate(["a", "a"], EvalSettings(tasks=str(tasks_file)), tmp_path, simulator=ShardedSimulator())
+        evaluate(["a", "a"], eval_settings(tasks_file), tmp_path, simulator=ShardedSimulator())
 
 
 def test_openai_specs_and_named_system_prompts() -> None:

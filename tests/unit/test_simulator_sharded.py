@@ -10,7 +10,8 @@ import pytest
 
 from collab.chat import Conversation, message
 from collab.metrics.dialogue_acts import is_question
-from collab.simulators.sharded import DONT_KNOW, THANKS, ShardedSimulator, first_sentence, rank_facts, stable_seed
+from collab.seeding import stable_seed
+from collab.simulators.sharded import DONT_KNOW, THANKS, ShardedSimulator, first_sentence, rank_facts
 from collab.tasks.record import Task
 
 TASK = Task(
@@ -233,7 +234,7 @@ def test_different_seeds_vary_the_wording() -> None:
 
 
 def test_wording_does_not_depend_on_python_hash_salt() -> None:
-    code = "from collab.simulators.sharded import stable_seed; print(stable_seed(3, 'apples-1', 2))"
+    code = "from collab.seeding import stable_seed; print(stable_seed(3, 'apples-1', 2))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert int(out.stdout) == stable_seed(3, "apples-1", 2)
