@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 from collab.errors import CollabError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported for annotations only: `collab --help` stays fast
     from rich.console import Console
+
+    from collab.config import Recipe
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -31,7 +33,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return list(args.overrides) + ([f"tasks.name={args.tasks}"] if getattr(args, "tasks", None) else [])
 
 
-def _recipe(args: argparse.Namespace):  # noqa: ANN202 - keeps config imports lazy
+def _recipe(args: argparse.Namespace) -> Recipe:
     from collab.config import load_recipe
 
     return load_recipe(args.recipe, _overrides(args))
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--show-rollouts", action="store_true",
                           help="print the future turns (every rollout) behind each candidate's MR")
 
-    # --- eval (collab.evaluate) ---
+    # collab eval: collab.evaluate
     ev = sub.add_parser("eval", help="evaluate models in simulated conversations; report metrics with bootstrap CIs",
                         description="An eval stage built from flags (collab.evaluate.command); a flag not given "
                         "keeps the recipe default named in its help.")
@@ -132,9 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--wandb", choices=["disabled", "offline", "online"],
                     help="W&B mode (default: disabled; WANDB_MODE, when set, overrides it as for every stage)")
     ev.add_argument("--out", required=True, help="output folder (rerunning into it resumes)")
-    # --- end eval ---
 
-    # --- launch (collab.launch) ---
+    # collab launch: collab.launch
     launch = sub.add_parser("launch", help="submit a recipe's stages to a cluster (Slurm); see docs/cluster.md")
     lsub = launch.add_subparsers(dest="action", required=True, metavar="SCHEDULER")
     slurm = lsub.add_parser("slurm", help="sbatch the recipe's stages as requeueable, chained jobs")
@@ -158,8 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra sbatch option, e.g. --sbatch-arg=--account=myproj (repeatable)")
     slurm.add_argument("--dry-run", action="store_true", help="print the sbatch commands instead of submitting")
     _add_preflight_arg(slurm)
-    # --- end launch ---
-    # --- train (collab.train) ---
+    # collab train, collab resume: collab.stages.pipeline
     train = sub.add_parser("train", help="run a recipe's stages in order (skipping finished ones); see docs/training.md")
     _add_recipe_args(train)
     train.add_argument("--stage", default=None, help="run only this stage (its inputs must be finished)")
@@ -169,8 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue a run directory from its first unfinished stage's last checkpoint")
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run's output_dir (holds recipe.resolved.yaml)")
     resume.add_argument("--stage", default=None, help="resume only this stage")
-    # --- end train ---
-    # --- plan (collab.plan) ---
+    # collab plan: collab.plan
     from collab.plan.options import add_plan_arguments
 
     plan = sub.add_parser("plan", help="count the LLM calls, tokens, API cost and GPU-hours of a recipe's stages "
@@ -178,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(plan)
     add_plan_arguments(plan)
     _add_preflight_arg(plan)
-    # --- end plan ---
     return parser
 
 
@@ -313,11 +311,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                           console=progress)
         render(report, console, show_rollouts=args.show_rollouts)
         return 0
-    # --- eval (collab.evaluate) ---
+    # collab eval: collab.evaluate
     if args.command == "eval":
         return _eval_command(args, console)
-    # --- end eval ---
-    # --- launch (collab.launch) ---
+    # collab launch: collab.launch
     if args.command == "launch":
         from collab.launch.slurm import SlurmOptions, launch_slurm
 
@@ -330,8 +327,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _launch_preflight(args)
         launch_slurm(args.recipe, _overrides(args), options, dry_run=args.dry_run, echo=print)
         return 0
-    # --- end launch ---
-    # --- train (collab.stages.pipeline) ---
+    # collab train, collab resume: collab.stages.pipeline
     if args.command in ("train", "resume"):
         from collab.stages import pipeline
 
@@ -341,8 +337,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             run_dir = pipeline.resume(args.run_dir, stage=args.stage)
         console.print(f"run directory: {run_dir}", markup=False, highlight=False)
         return 0
-    # --- end train ---
-    # --- plan (collab.plan) ---
+    # collab plan: collab.plan
     if args.command == "plan":
         from collab.plan import TaskCounts, plan_recipe
         from collab.plan.options import assumptions_from_args, is_cpu_recipe
@@ -355,7 +350,6 @@ def _dispatch(args: argparse.Namespace) -> int:
                            tasks=TaskCounts(train=args.tasks_count, eval=args.eval_tasks_count)), console,
                cpu=is_cpu_recipe(recipe) and args.assume_gpus is None)
         return 0
-    # --- end plan ---
     raise AssertionError(args.command)
 
 
@@ -372,7 +366,7 @@ def _launch_preflight(args: argparse.Namespace) -> None:
     preflight.check(recipe, args.recipe, stages, environment=args.preflight)
 
 
-def _plan_preflight(args: argparse.Namespace, recipe) -> None:  # noqa: ANN001 - keeps config imports lazy
+def _plan_preflight(args: argparse.Namespace, recipe: Recipe) -> None:
     """A plan needs the task sets (it counts them); the endpoints and packages only warn, because a plan is how
     one prices a run before setting them up."""
     from collab import preflight
@@ -387,7 +381,6 @@ def _plan_preflight(args: argparse.Namespace, recipe) -> None:  # noqa: ANN001 -
         print("collab: warning: " + preflight.report(problems, args.recipe).rstrip(), file=sys.stderr)
 
 
-# --- eval (collab.evaluate) ---
 def _eval_command(args: argparse.Namespace, console: Console) -> int:
     from collab.evaluate.command import run_eval_command
     from collab.evaluate.report import render_markdown
@@ -398,8 +391,6 @@ def _eval_command(args: argparse.Namespace, console: Console) -> int:
     console.print(f"wrote {out}/results.json, report.md, report.html, conversations.jsonl")
     return 0
 
-
-# --- end eval ---
 
 
 if __name__ == "__main__":
