@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal, TypeVar
 
-from collab.errors import CollabError
+from collab.tasks.distinct import distinct_tasks
 from collab.tasks.record import Task
 from collab.tasks.registry import register_task_set, unsupported_split
 
@@ -428,25 +428,17 @@ def generate(split: str, count: int, seed: int = 0) -> list[Task]:
     family = templates_for(split)
     shapes = [(template, steps) for steps in (1, 2, 3) for template in family]
     rng = random.Random(f"{NAME}:{split}:{seed}")
-    tasks: list[Task] = []
-    seen_goals: set[str] = set()
-    for i in range(count):
+
+    def draw(i: int, seen: set[str]) -> Task | None:
         scheduled = (i // 2) % len(family) + len(family) * ((i // (2 * len(family))) % 3)
-        task = None
         for offset in range(len(shapes)):
             template, steps = shapes[(scheduled + offset) % len(shapes)]
-            task = _draw_unique(rng, template, steps, i % 2 == 0, f"{NAME}-{split}-{i:05d}", seen_goals)
+            task = _draw_unique(rng, template, steps, i % 2 == 0, f"{NAME}-{split}-{i:05d}", seen)
             if task is not None:
-                break
-        if task is None:
-            raise CollabError(
-                f"could not generate {count} distinct {split} problems (stopped at {i})",
-                where="tasks.limit",
-                fix="ask for fewer tasks.",
-            )
-        seen_goals.add(task.goal)
-        tasks.append(task)
-    return tasks
+                return task
+        return None
+
+    return distinct_tasks(count, draw, split=split, what="problems")
 
 
 def _draw_unique(

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from collab.errors import CollabError
+from collab.tasks.distinct import distinct_tasks
 from collab.tasks.record import Task
 from collab.tasks.registry import register_task_set, unsupported_split
 
@@ -215,25 +215,16 @@ def generate(split: str, count: int, seed: int = 0) -> list[Task]:
     """
     family = templates_for(split)
     rng = random.Random(f"{NAME}:{split}:{seed}")
-    tasks: list[Task] = []
-    seen: set[str] = set()
-    for i in range(count):
+
+    def draw(i: int, seen: set[str]) -> Task | None:
         template = family[(i // 2) % len(family)]
-        task = None
         for _ in range(_ATTEMPTS):
-            candidate = _make_task(template, i % 2 == 0, f"{NAME}-{split}-{i:05d}", rng)
-            if candidate.goal not in seen:
-                task = candidate
-                break
-        if task is None:
-            raise CollabError(
-                f"could not generate {count} distinct {split} requests (stopped at {i})",
-                where="tasks.limit",
-                fix="ask for fewer tasks.",
-            )
-        seen.add(task.goal)
-        tasks.append(task)
-    return tasks
+            task = _make_task(template, i % 2 == 0, f"{NAME}-{split}-{i:05d}", rng)
+            if task.goal not in seen:
+                return task
+        return None
+
+    return distinct_tasks(count, draw, split=split, what="requests")
 
 
 @register_task_set(NAME)
