@@ -2,16 +2,20 @@
 (log-probabilities, loss, backward, optimizer); and the same step with a free reward, side by side.
 
 Each stage kind is built in this process exactly as `collab train`'s ranks build it
-(`collab.train.rank_main.build_stage_trainer`) and trained for a few steps; a callback times every step, the reward function times its MR call (`mr/seconds`), and TRL's
-`_generate` is wrapped to time the sampling. Also counted per step: MR's policy requests and engine calls.
+(`collab.train.rank_main.build_stage_trainer`) and trained for a few steps; a callback times every step, the reward
+function times its MR call (`mr/seconds`), and TRL's `_generate` is wrapped to time the sampling. Also counted per
+step: MR's policy requests and engine calls. The task set, the user and the reward (window, samples, turn length)
+come from `--recipe` (default: recipes/quickstart-online.yaml), and so do the model, the batch and the completion
+length of its online stage, unless a flag says otherwise.
 
-With `--free` (the default) each kind is trained a second time, in the same process and from the same seed, with
-MR's scoring replaced by a free reward (minus the completion's length): everything else of the step (sampling,
-log-probabilities, loss, backward, the reward function's bookkeeping) is the same code, so the ratio of the two step
-times is what having MR in the loop costs.
+Unless `--no-free` is given, each kind is then trained a second time, in the same process and from the same seed,
+with MR's scoring replaced by a free reward (minus the completion's length): everything else of the step (sampling,
+log-probabilities, loss, backward, the reward function's bookkeeping) is the same code, so the ratio of the two
+step times is what having MR in the loop costs.
 
-    python -m benchmarks.online_step [--model smollm2-135m-instruct] [--kinds grpo,rloo,online_dpo] [--steps 3] \
-        [--prompts 2] [--generations 2] [--tokens 128] [--window 1] [--samples 1] [--turn-tokens 48]
+    python -m benchmarks.online_step [--recipe recipes/quickstart-online.yaml] [--model M] \
+        [--kinds online_dpo,grpo,rloo] [--steps 3] [--prompts B] [--generations 2] [--tokens T] [--window w] \
+        [--samples S] [--turn-tokens N] [--no-free]
 
 Run with one thread per process on a shared machine (`OMP_NUM_THREADS=1`): spinning threads slow everything down.
 """
@@ -47,16 +51,17 @@ def free_score(candidates: list[Any], seed: int | None = None) -> list[Any]:
 def run_kind(kind: str, a: argparse.Namespace, root: Path, *, free: bool = False) -> dict[str, Any]:
     from transformers import TrainerCallback
 
-    from collab.config import validate_recipe
+    from collab.config import load_recipe, validate_recipe
     from collab.run.record import open_run
     from collab.train.rank_main import build_stage_trainer
 
+    base = load_recipe(a.recipe)
+    reward = {**base.reward.model_dump(), "window": a.window, "samples": a.samples,
+              "policy_max_new_tokens": a.turn_tokens}
     recipe = validate_recipe({
         "name": f"bench-{kind}", "output_dir": str(root / f"{kind}-{'free' if free else 'mr'}"), "seed": 0,
-        "model": {"name": a.model}, "tasks": {"name": a.tasks, "limit": a.prompts * a.steps},
-        "simulator": {"kind": "sharded", "mode": "withhold", "give_up": 0.5, "recap": True, "max_turns": 3},
-        "reward": {"window": a.window, "samples": a.samples, "policy_max_new_tokens": a.turn_tokens,
-                   "policy_temperature": 0.3, "interactivity": "elicitation", "truncation_penalty": None},
+        "model": {"name": a.model}, "tasks": {"name": base.tasks.name, "limit": a.prompts * a.steps},
+        "simulator": base.simulator.model_dump(), "reward": reward,
         "stages": [{"kind": kind, "trainer": stage_trainer_args(kind, a)}],
     })
     step_times: list[float] = []
@@ -106,25 +111,50 @@ def run_kind(kind: str, a: argparse.Namespace, root: Path, *, free: bool = False
             "truncated": sum(rates) / max(1, len(rates))}
 
 
+def resolve_defaults(a: argparse.Namespace) -> None:
+    """Flags not given take the recipe's values: its model (when on disk), its online stage's batch and completion
+    length, its reward's window, samples and turn length."""
+    from collab.config import TrainerStage, load_recipe
+    from collab.stages.kinds import KINDS
+
+    recipe = load_recipe(a.recipe)
+    online = next((s for s in recipe.stages if isinstance(s, TrainerStage) and KINDS[s.kind].online), None)
+    trainer = online.trainer if online is not None else {}
+    if a.model is None:
+        a.model = recipe.model.name if Path(recipe.model.name).is_dir() else "smollm2-135m-instruct"
+    a.prompts = a.prompts or trainer.get("per_device_train_batch_size", 2)
+    a.tokens = a.tokens or trainer.get("max_new_tokens") or trainer.get("max_completion_length", 128)
+    a.window = a.window or recipe.reward.window
+    a.samples = a.samples or recipe.reward.samples
+    a.turn_tokens = a.turn_tokens or recipe.reward.policy_max_new_tokens
+
+
 def share(seconds: float, step: float) -> str:
     return f"{seconds:.1f} s ({100 * seconds / step:.0f}%)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--recipe", default="recipes/quickstart-online.yaml",
+                        help="the task set, user and reward (window, samples, turn length) come from this recipe")
+    parser.add_argument("--model", default=None,
+                        help="default: the recipe's model when it is on disk (the quickstart's trained one), else "
+                        "smollm2-135m-instruct")
     parser.add_argument("--kinds", default="online_dpo,grpo,rloo")
-    parser.add_argument("--tasks", default="clarify-message", help="task set of the prompts")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--prompts", type=int, default=2, help="B: prompts per step")
+    parser.add_argument("--prompts", type=int, default=None, help="B: prompts per step (default: the recipe's "
+                        "online stage's per_device_train_batch_size)")
     parser.add_argument("--generations", type=int, default=2, help="G: completions per prompt (grpo, rloo)")
-    parser.add_argument("--tokens", type=int, default=128, help="max tokens of a sampled completion")
-    parser.add_argument("--window", type=int, default=1, help="w: future assistant turns in a rollout")
-    parser.add_argument("--samples", type=int, default=1, help="S: rollouts per completion")
-    parser.add_argument("--turn-tokens", type=int, default=64, help="max tokens of a future policy turn")
+    parser.add_argument("--tokens", type=int, default=None, help="max tokens of a sampled completion (default: the "
+                        "recipe's online stage's)")
+    parser.add_argument("--window", type=int, default=None, help="w: future assistant turns (default: the recipe's)")
+    parser.add_argument("--samples", type=int, default=None, help="S: rollouts per completion (default: the recipe's)")
+    parser.add_argument("--turn-tokens", type=int, default=None,
+                        help="max tokens of a future policy turn (default: the recipe's)")
     parser.add_argument("--no-free", dest="free", action="store_false",
                         help="skip the second run of each kind with a free reward")
     a = parser.parse_args()
+    resolve_defaults(a)
     print(f"machine: {machine()}")
     print(f"model {a.model}; B={a.prompts} prompts, G={a.generations} (online_dpo: 2), {a.tokens} completion tokens, "
           f"S={a.samples}, w={a.window}, {a.turn_tokens} tokens per future turn; mean of steps 2..{a.steps}")
