@@ -82,6 +82,14 @@ def steered_prompt(
     return prompt
 
 
+def cut_at_stop(prefix: str, reply: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """`prefix + reply` ended after the earliest stop string that the reply completes (a stop string inside the
+    prefill itself does not count), and whether it was cut."""
+    text = prefix + reply
+    ends = [i + len(s) for s in stops if s and (i := text.find(s, max(0, len(prefix) - len(s) + 1))) >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
 def assign_strategies(strategies: list[Strategy], count: int) -> list[Strategy]:
     """Cycle the configured strategies over `count` candidates (count 4 with all four gives one of each)."""
     return [strategies[i % len(strategies)] for i in range(count)]
@@ -97,12 +105,14 @@ def sample_candidates(
     seed: int = 0,
     seeds: list[int] | None = None,
     prefills: Mapping[str, Sequence[str]] | None = None,
+    stops: Mapping[str, Sequence[str]] | None = None,
 ) -> list[list[Candidate]]:
     """`len(strategies)` candidates for each (task, history), all sampled in one batched policy call.
 
     `seeds` (one per item) makes each item's candidates depend on its own seed only, not on its position in the
     batch (the data engine needs this: a resumed run batches conversations differently); without it, item i draws
-    from `seed` and its position. `prefills` replaces the built-in openings of the strategies it names.
+    from `seed` and its position. `prefills` replaces the built-in openings of the strategies it names; `stops` ends the candidates of the
+    strategies it names at the first of their strings (collab.config.DataStage.stops).
 
     Failed generations are dropped (and counted by the backend); a candidate that hit the token limit is marked
     truncated so MR gives it the fixed penalty.
@@ -131,7 +141,8 @@ def sample_candidates(
             gen, prompt = generations[k], requests[k].messages
             if gen.ok:
                 prefix = prompt[-1]["content"] if prompt[-1]["role"] == "assistant" else ""
-                group.append(Candidate(task, history, (prefix + gen.text).strip(),
-                                       truncated=gen.finish_reason == "length", strategy=strategy))
+                text, cut = cut_at_stop(prefix, gen.text, (stops or {}).get(strategy, ()))
+                group.append(Candidate(task, history, text.strip(),
+                                       truncated=gen.finish_reason == "length" and not cut, strategy=strategy))
         out.append(group)
     return out

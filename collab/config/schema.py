@@ -343,6 +343,11 @@ class DataStage(StageBase):
         "(collab.candidates.PREFILLS) on every task kind, e.g. `{ask: [\"Could you tell me\"]}`; a candidate "
         "completes the opening its seed picks, and an empty list means no opening. One opening per action makes the "
         "chosen and rejected replies differ in the action rather than in phrasing.")
+    stops: dict[_Strategy, list[str]] = Field(
+        default_factory=dict, description="Strings that end a candidate of a strategy, kept in its text, e.g. "
+        "`{ask: [\"?\"]}`: a question candidate is the question alone, as if the model had stopped after it, so a "
+        "DPO pair teaches asking and then stopping rather than asking and rambling on. Applied to the sampled text "
+        "(on every backend alike); a candidate cut this way is complete, not truncated.")
     min_gap: float = Field(
         0.05, ge=0, description="DPO pairs whose MR gap is below this are dropped (CollabLLM: 0.02-0.05).")
     pairs: Literal["best_worst", "all"] = Field(

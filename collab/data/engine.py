@@ -128,6 +128,7 @@ class DataEngine:
         groups = sample_candidates(
             self.policy, [(c.task, c.history) for c in live], self.strategies, params,
             system_prompt=self.recipe.model.system_prompt, seeds=seeds, prefills=self.stage.prefills,
+            stops=self.stage.stops,
         )
         flat = [cand for group in groups for cand in group]
         rollout_seeds = [seed * 1_000_003 + j * 101 for seed, group in zip(seeds, groups) for j in range(len(group))]

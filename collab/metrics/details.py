@@ -9,6 +9,10 @@ of details found is kept in the details as `recall`, for diagnosis.
 A list of guesses is no answer: when a required detail is a weekday or a clock time, a reply that also names another
 weekday or another time fails ("on Monday, Tuesday or Friday" does not carry "Friday"), so a policy cannot collect
 the credit by listing every value. Other kinds of detail (places, items) have no closed set of values to check.
+
+A degenerate reply is no message either: one that says the same sentence three times or more ("Could you tell me
+when you'd like to cover my shift?" over and over, with the detail somewhere inside) fails, whatever it carries. No
+person would send it, and a small model trained to ask falls into such loops.
 """
 
 from __future__ import annotations
@@ -65,14 +69,32 @@ def _competing(spellings: tuple[str, ...], text: str) -> bool:
     return False
 
 
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n+")
+REPEATS = 3
+
+
+def repeated_sentence(text: str, times: int = REPEATS) -> str | None:
+    """A sentence of three words or more that `text` says `times` times or more (case and spacing ignored), if any."""
+    counts: dict[str, int] = {}
+    for part in _SENTENCE_END.split(text):
+        sentence = " ".join(part.lower().split())
+        if len(sentence.split()) >= 3:
+            counts[sentence] = counts.get(sentence, 0) + 1
+            if counts[sentence] >= times:
+                return sentence
+    return None
+
+
 def detail_success(task: Task, text: str) -> MetricResult:
-    """1.0 when `text` contains every detail of `task.required`, else 0.0; a task without details cannot be scored."""
+    """1.0 when `text` contains every detail of `task.required`, names no competing value and does not loop; else
+    0.0. A task without details cannot be scored."""
     if not task.required:
         return MetricResult.fail(f"task {task.id} has no required details to check")
     found = [detail_present(spellings, text) for spellings in task.required]
     guessed = [s[0] for s in task.required if _competing(s, text)]
+    loop = repeated_sentence(text)
     return MetricResult(
-        float(all(found) and not guessed),
+        float(all(found) and not guessed and loop is None),
         details={"recall": sum(found) / len(found), "missing": [s[0] for s, ok in zip(task.required, found) if not ok],
-                 "competing": guessed},
+                 "competing": guessed, "repeated": loop},
     )

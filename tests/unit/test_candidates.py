@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collab.candidates import PREFILLS, assign_strategies, prefill_for, steered_prompt
+from collab.backends.base import Backend, Generation, Request, SamplingParams
+from collab.candidates import PREFILLS, assign_strategies, cut_at_stop, prefill_for, sample_candidates, steered_prompt
+from collab.tasks.record import Task
 
 HISTORY = [{"role": "user", "content": "Tom has 3 boxes. How many apples?"}]
 
@@ -40,3 +42,33 @@ def test_steered_prompt_adds_the_steering_to_the_system_prompt_and_ends_with_the
 
 def test_strategies_cycle_over_the_candidates() -> None:
     assert assign_strategies(["ask", "answer"], 5) == ["ask", "answer", "ask", "answer", "ask"]
+
+
+class Rambler(Backend):
+    """Continues every prompt with a question and then rambles on, up to the token limit."""
+
+    def __init__(self) -> None:
+        super().__init__("rambler")
+
+    @property
+    def identity(self) -> str:
+        return self.name
+
+    def _generate_batch(self, requests: list[Request]) -> list[Generation]:
+        return [Generation(text=" many boxes are there? I hope you're having a great day? And", completion_tokens=16,
+                           finish_reason="length") for _ in requests]
+
+
+def test_a_strategy_with_stop_strings_ends_its_candidates_after_the_first_one_and_they_count_as_complete() -> None:
+    task = Task(id="t", kind="math", goal="g", opening=HISTORY[0]["content"], answer="12")
+    (group,) = sample_candidates(Rambler(), [(task, HISTORY)], ["ask", "answer"], SamplingParams(max_new_tokens=16),
+                                 prefills={"ask": ["Could you tell me how"], "answer": []}, stops={"ask": ["?"]})
+    ask, answer = group
+    assert (ask.text, ask.truncated) == ("Could you tell me how many boxes are there?", False)
+    assert answer.text.endswith("And") and answer.truncated  # no stop strings for it: cut by the token limit
+
+
+def test_stop_strings_inside_the_prefill_do_not_cut_and_the_earliest_one_wins() -> None:
+    assert cut_at_stop("Really?", " Yes. Then?", ["?"]) == ("Really? Yes. Then?", True)
+    assert cut_at_stop("", "One. Two? Three.", ["?", "."]) == ("One.", True)
+    assert cut_at_stop("Hi", " there", ["?"]) == ("Hi there", False)

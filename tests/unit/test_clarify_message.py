@@ -65,6 +65,15 @@ def test_a_list_of_guesses_is_no_answer() -> None:
     assert detail_success(day, "Hi Felix, the meeting is on Monday or Friday.").value == 0.0
 
 
+def test_a_message_that_loops_on_one_sentence_fails_whatever_it_carries() -> None:
+    loop = "Hi Felix, the meeting is at 7 pm. " + "Could you tell me when you are free? " * 3
+    result = detail_success(REMINDER, loop)
+    assert result.value == 0.0 and result.details["recall"] == 1.0
+    assert result.details["repeated"] == "could you tell me when you are free?"
+    twice = "Hi Felix, the meeting is at 7 pm. " + "See you there, Felix! " * 2
+    assert detail_success(REMINDER, twice).value == 1.0  # a sentence said twice is poor style, not a loop
+
+
 @pytest.mark.parametrize("text, act", [
     ("Hi Felix, just a reminder that the team meeting is at 7 pm.", "answer"),
     ("Hi Felix, when you get a chance, remember the team meeting at 7 pm.", "answer"),
