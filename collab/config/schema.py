@@ -244,7 +244,7 @@ class RewardConfig(Section):
         "needs `judge.backend`) or `none`.")
     policy_temperature: float = Field(
         0.7, ge=0, description="The policy's sampling temperature: its future turns in MR rollouts, `collab "
-        "simulate` and evaluation. Stages that sample candidates set their own (`temperature` of a data stage, "
+        "simulate`, and evaluation unless an eval stage sets `temperature`. Stages that sample candidates set their own (`temperature` of a data stage, "
         "`trainer.temperature` of an online stage).")
     policy_max_new_tokens: int = Field(
         256, ge=1, description="The policy's reply length in tokens, the recipe's default: its future turns in MR "
