@@ -68,6 +68,11 @@ class StagePaths:
     def log(self) -> Path:
         return self.root / "train.log"
 
+    @property
+    def metrics(self) -> Path:
+        """Every logged step of a trainer stage, one JSON object a line (collab.train.curves reads it back)."""
+        return self.root / "metrics.jsonl"
+
     def is_done(self) -> bool:
         return self.done.is_file()
 

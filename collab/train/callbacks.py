@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from collab.train.preemption import PreemptionFlag, requested_on_any_rank
+
+
+class MetricsLogCallback(TrainerCallback):
+    """Append every log entry of the main process to the stage's metrics.jsonl (collab.train.curves reads it).
+
+    Appended and flushed per entry, so a crash loses at most the entry being written; values that are not finite
+    numbers are written as null (JSON has no NaN)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        entry: dict[str, Any] = {"step": state.global_step}
+        for key, value in logs.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                entry[key] = value if math.isfinite(value) else None
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
 
 
 class PreemptionCallback(TrainerCallback):

@@ -95,7 +95,7 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
     from collab.run.checkpoints import last_complete_checkpoint, prune_finished, remove_partial_checkpoints
     from collab.run.compat import check_world_size
     from collab.run.layout import StagePaths
-    from collab.train.callbacks import PreemptionCallback
+    from collab.train.callbacks import MetricsLogCallback, PreemptionCallback
     from collab.train.final_model import save_final
     from collab.train.tied_weights import explain_tied_weights
     from collab.train.tracking import finish_run, start_run, tracking_enabled
@@ -121,7 +121,8 @@ def train_stage(recipe: Recipe, stage: TrainerStage, run_dir: Path, flag: Preemp
     # 2. The trainer: arguments, starting model, data and (online kinds) the MR reward.
     tracking = tracking_enabled(recipe)
     callback = PreemptionCallback(flag)
-    trainer, data, source = build_stage_trainer(recipe, stage, run_dir, callbacks=[callback], tracking=tracking)
+    trainer, data, source = build_stage_trainer(recipe, stage, run_dir, callbacks=[callback, MetricsLogCallback(
+        paths.metrics)], tracking=tracking)
     explain_tied_weights(trainer.model)
 
     # 3. Train, with the stage's W&B run open on the main process.

@@ -20,6 +20,7 @@ import yaml
 
 from collab.cli import main
 from collab.run.checkpoints import last_complete_checkpoint
+from collab.train.curves import read_metrics, series
 from collab.train.preemption import EXIT_PREEMPTED
 from tests.preemption import train_until_checkpoint_then_preempt
 
@@ -89,6 +90,8 @@ def test_rloo_trains_on_mr_and_logs_the_breakdown_every_step(tmp_path: Path) -> 
         assert entry["mr/mean"] == pytest.approx(entry["rewards/mr/mean"], abs=1e-5)
         if entry["mr/truncated_rate"] < 1:
             assert {"mr/task", "mr/tokens", "mr/interactivity", "mr/asked"} <= set(entry)
+    logged = read_metrics(run_dir / "rloo" / "metrics.jsonl")  # kept after the stage's checkpoints are gone
+    assert series(logged, "mr/mean") == ([1, 2], [e["mr/mean"] for e in logs])
     rows = samples(run_dir, "rloo")
     assert sorted({r["step"] for r in rows}) == [0, 1]
     assert all(r["mr"] == -1.0 for r in rows if r["truncated"])
