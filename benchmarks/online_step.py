@@ -122,11 +122,16 @@ def resolve_defaults(a: argparse.Namespace) -> None:
     trainer = online.trainer if online is not None else {}
     if a.model is None:
         a.model = recipe.model.name if Path(recipe.model.name).is_dir() else "smollm2-135m-instruct"
-    a.prompts = a.prompts or trainer.get("per_device_train_batch_size", 2)
-    a.tokens = a.tokens or trainer.get("max_new_tokens") or trainer.get("max_completion_length", 128)
-    a.window = a.window or recipe.reward.window
-    a.samples = a.samples or recipe.reward.samples
-    a.turn_tokens = a.turn_tokens or recipe.reward.policy_max_new_tokens
+    if a.prompts is None:
+        a.prompts = trainer.get("per_device_train_batch_size", 2)
+    if a.tokens is None:
+        a.tokens = trainer.get("max_new_tokens") or trainer.get("max_completion_length", 128)
+    if a.window is None:  # --window 0 (no rollouts) is a valid choice
+        a.window = recipe.reward.window
+    if a.samples is None:
+        a.samples = recipe.reward.samples
+    if a.turn_tokens is None:
+        a.turn_tokens = recipe.reward.policy_max_new_tokens
 
 
 def share(seconds: float, step: float) -> str:

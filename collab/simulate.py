@@ -61,6 +61,8 @@ def simulate(recipe: Recipe, *, task_index: int = 0, candidates: int = 4, seed: 
         sampled = sample_candidates(
             policy, [(task, history)], assign_strategies(strategies, candidates), params,
             system_prompt=recipe.model.system_prompt, seed=seed,
+            # the data stage's own openings and stop strings, so the candidates shown are the ones it would score
+            prefills=data_stage.prefills if data_stage else None, stops=data_stage.stops if data_stage else None,
         )[0]
         phase(3, [policy])
         scores = reward.score(sampled, seed=seed)
@@ -111,7 +113,7 @@ def render(report: SimulationReport, console: Console, *, show_rollouts: bool = 
         table.add_column(col, overflow="fold")
     for cand, score in zip(report.candidates, report.scores):
         c = score.components
-        fmt = lambda key: f"{c[key]:.3f}" if key in c else "-"  # noqa: E731
+        fmt = lambda key: f"{c[key]:.3f}" if key in c else "-"
         mr = f"{score.mr:.3f}" if score.mr is not None else f"failed: {score.error}"
         table.add_row(cand.strategy, cand.text[:300], mr, f"{score.std:.3f}", fmt("task"), fmt("tokens"),
                       fmt("interactivity"), fmt("asked"))

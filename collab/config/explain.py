@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from collab.config.load import section_of
+from collab.config.load import EXTENDS, EXTENDS_DESCRIPTION, section_of
 from collab.config.schema import Recipe, Stage
 from collab.errors import CollabError
 
@@ -55,6 +55,8 @@ def explain(key: str) -> KeyInfo:
     A stage's fields are addressed through its kind (`stages.data.candidates`). An unknown key is a CollabError that
     names the closest valid keys at the level where the path went wrong."""
     parts = [p for p in key.strip().split(".") if p]  # no key: the recipe itself, with its top-level keys
+    if parts == [EXTENDS]:  # read by the loader before the schema sees the recipe
+        return KeyInfo(EXTENDS, "str", "-", EXTENDS_DESCRIPTION, None)
     model: type[BaseModel] = Recipe
     info = _section_info("", Recipe)
     i = 0

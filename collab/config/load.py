@@ -78,23 +78,30 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 EXTENDS = "extends"
-# What a recipe never takes from the one it extends: its own name (and so its run directory) and its own stages.
-_NOT_INHERITED = ("name", "stages")
+EXTENDS_DESCRIPTION = (
+    "Path of another recipe (relative to this file) that this one is laid over. Sections merge key by key, this "
+    "file winning; a list, or a section whose `kind` this file changes, is replaced whole; `name`, `output_dir` and "
+    "`stages` are never inherited. Read before validation; the saved resolved recipe is the merged one.")
+# What a recipe never takes from the one it extends: its own name and run directory, and its own stages.
+_NOT_INHERITED = ("name", "output_dir", "stages")
 
 
 def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     """The recipe's mapping, laid over the recipe it `extends` (a path relative to this file), if any.
 
-    Sections merge key by key, the extending file winning; a list (such as `models`) is replaced whole; `name` and
-    `stages` are never inherited, so a recipe that extends another gets its own run directory and runs only its own
-    stages. The resolved recipe a run saves is the merged one, so `collab resume` needs neither file.
+    Sections merge key by key, the extending file winning; a list (such as `models`) is replaced whole, and so is a
+    section whose `kind` the extending file changes (an `openai` policy's model and price mean nothing to an `hf`
+    one); `name`, `output_dir` and `stages` are never inherited, so a recipe that extends another gets its own run
+    directory (`runs/{name}` unless it says otherwise) and runs only its own stages. The resolved recipe a run saves
+    is the merged one, so `collab resume` needs neither file.
     """
     raw = _read_mapping(path)
     base = raw.pop(EXTENDS, None)
     if base is None:
         return raw
     if not isinstance(base, str) or not base.strip():
-        raise CollabError(f"must be the path of another recipe, not {base!r}", where=f"{path}: {EXTENDS}", fix="write e.g. `extends: quickstart.yaml` (relative to this file).")
+        raise CollabError(f"must be the path of another recipe, not {base!r}", where=f"{path}: {EXTENDS}",
+                          fix="write e.g. `extends: quickstart.yaml` (relative to this file).")
     base_path = (path.parent / base).resolve()
     if base_path in chain or base_path == path.resolve():
         cycle = " -> ".join(str(p) for p in (*chain, path.resolve(), base_path))
@@ -111,7 +118,10 @@ def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
 def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        below = out.get(key)
+        same_kind = isinstance(below, dict) and isinstance(value, dict) and value.get("kind", below.get("kind")) == \
+            below.get("kind")
+        out[key] = _merged(below, value) if same_kind else value  # type: ignore[arg-type]
     return out
 
 

@@ -309,7 +309,7 @@ class _Planner:
             trained = steps.total * batch if int(args["max_steps"]) > 0 else rows * steps.epochs
             tokens = trained * row_tokens(self.tokens, turns, source.max_new_tokens, stage.kind)
             scenario.steps = steps
-            scenario.training_gpu_hours = training_gpu_hours(tokens, self.throughput, reference=stage.kind == "dpo")
+            scenario.training_gpu_hours = training_gpu_hours(tokens, self.throughput, reference=KINDS[stage.kind].reference_model)
         plan.notes.append(f"effective batch {batch} = per_device_train_batch_size x gradient_accumulation_steps x "
                           f"{gpus} processes")
         return plan

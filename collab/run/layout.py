@@ -88,10 +88,6 @@ class StagePaths:
         return data if isinstance(data, dict) else None
 
 
-def stage_paths(run_dir: str | Path, label: str) -> StagePaths:
-    return StagePaths(Path(run_dir), label)
-
-
 def started_stages(recipe: Recipe, run_dir: Path) -> list[str]:
     """Labels of the recipe's stages that have a folder in `run_dir` (started, finished or not)."""
     return [s.label for s in recipe.stages if (run_dir / s.label).exists()]

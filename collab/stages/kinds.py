@@ -44,8 +44,8 @@ class StageKind:
     load_data: str | None = None
     """Trainer kinds: `load_data(recipe, stage, run_dir) -> DatasetDict` (splits train, eval), called on every rank."""
     build_trainer: str | None = None
-    """Trainer kinds: `build_trainer(trainer_class, setup, config, data, callbacks, *, recipe, stage, run_dir)`
-    returning the trainer (collab.train.rank_main calls it)."""
+    """Trainer kinds: `build_trainer(trainer_class, inputs: collab.train.inputs.TrainerInputs)` returning the trainer
+    (collab.train.rank_main calls it)."""
     extra_arguments: str | None = None
     """Trainer kinds: `extra(stage, args, *, gpu) -> args`, what the kind adds to or refuses in the TRL arguments
     after collab's common ones (collab.train.arguments); None when it adds nothing."""

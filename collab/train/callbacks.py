@@ -29,8 +29,20 @@ class MetricsLogCallback(TrainerCallback):
         for key, value in logs.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 entry[key] = value if math.isfinite(value) else None
+        # A line a crash cut short must not swallow the first entry of the next launch.
+        start = "" if _ends_with_newline(self.path) else "\n"
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
+            f.write(start + json.dumps(entry) + "\n")
+
+
+def _ends_with_newline(path: Path) -> bool:
+    """True for a file whose last byte is a newline, and for an empty or missing one."""
+    try:
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            return f.read(1) == b"\n"
+    except OSError:
+        return True
 
 
 class PreemptionCallback(TrainerCallback):

@@ -20,12 +20,19 @@ from collab.errors import CollabError
 from collab.run.layout import StagePaths
 
 
+def _entry_kind(entry: dict[str, Any]) -> str:
+    """Training steps, evaluations and the end-of-training summary are logged separately, several at one step."""
+    if "train_runtime" in entry:
+        return "summary"
+    return "eval" if any(k.startswith("eval_") for k in entry) else "train"
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The logged entries by step (one per step and kind of entry, the last written wins), in step order."""
     if not path.is_file():
         raise CollabError(f"{path} does not exist", fix="give the run directory and the name of a trainer stage "
                           "that has logged at least one step.")
-    latest: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
+    latest: dict[tuple[int, str], dict[str, Any]] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -34,7 +41,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # the line a crash cut short; the entries before it are whole
         if isinstance(entry, dict) and isinstance(entry.get("step"), int):
-            latest[(entry["step"], tuple(sorted(entry)))] = entry
+            latest[(entry["step"], _entry_kind(entry))] = entry
     return [latest[key] for key in sorted(latest)]
 
 

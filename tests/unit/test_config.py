@@ -213,7 +213,7 @@ def test_generation_kwargs_without_reply_settings_are_accepted(tmp_path: Path) -
 
 
 def test_an_extending_recipe_inherits_sections_key_by_key_but_not_name_or_stages(tmp_path: Path) -> None:
-    write(tmp_path, {"name": "base", "tasks": {"name": "clarify-message", "limit": 8},
+    write(tmp_path, {"name": "base", "output_dir": "runs/base", "tasks": {"name": "clarify-message", "limit": 8},
                      "reward": {"window": 2, "policy_temperature": 0.3},
                      "stages": [{"kind": "data"}]}, name="base.yaml")
     child = write(tmp_path, {"extends": "base.yaml", "tasks": {"limit": 32}, "stages": [{"kind": "eval"}]},
@@ -221,7 +221,7 @@ def test_an_extending_recipe_inherits_sections_key_by_key_but_not_name_or_stages
 
     recipe = load_recipe(child)
 
-    assert recipe.name == "child"  # its own name, and so its own run directory
+    assert recipe.name == "child" and recipe.run_dir.name == "child"  # its own name and run directory
     assert (recipe.tasks.name, recipe.tasks.limit) == ("clarify-message", 32)
     assert (recipe.reward.window, recipe.reward.policy_temperature) == (2, 0.3)
     assert [s.kind for s in recipe.stages] == ["eval"]
@@ -232,6 +232,18 @@ def test_the_shipped_online_quickstart_uses_the_quickstarts_user_and_reward() ->
 
     assert online.simulator == offline.simulator and online.reward == offline.reward
     assert online.name == "quickstart-online" and online.model.name == "runs/quickstart/dpo/final"
+
+
+def test_a_section_whose_kind_the_extending_recipe_changes_is_replaced_whole(tmp_path: Path) -> None:
+    write(tmp_path, {"policy": {"kind": "openai", "model": "gpt-4o-mini", "price_per_million": [0.15, 0.6]},
+                     "simulator": {"kind": "sharded", "mode": "withhold", "give_up": 0.5}}, name="base.yaml")
+    child = write(tmp_path, {"extends": "base.yaml", "policy": {"kind": "hf"}, "simulator": {"max_turns": 2}},
+                  name="child.yaml")
+
+    recipe = load_recipe(child)
+
+    assert (recipe.policy.kind, recipe.policy.model, recipe.policy.price_per_million) == ("hf", None, None)
+    assert (recipe.simulator.mode, recipe.simulator.give_up, recipe.simulator.max_turns) == ("withhold", 0.5, 2)
 
 
 @pytest.mark.parametrize(("extends", "message"), [

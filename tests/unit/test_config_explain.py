@@ -129,3 +129,11 @@ def test_write_reference_without_markers_says_where_they_go(tmp_path: Path) -> N
     path.write_text("# Title\n")
     with pytest.raises(CollabError, match="no generated-reference markers"):
         write_reference(path)
+
+
+def test_extends_is_explained_although_the_schema_never_sees_it() -> None:
+    from collab.config.explain import explain
+
+    info = explain("extends")
+
+    assert info.key == "extends" and "never inherited" in info.description and info.section is None
