@@ -16,7 +16,8 @@ class Interrupted(Exception):
     """The user interrupted a stage; the message says what was saved and how to continue."""
 
 
-def _lines(path: Path) -> int:
+def count_lines(path: Path) -> int:
+    """Non-empty lines of `path` (0 when it cannot be read): the records an append-only store holds."""
     try:
         with open(path, "rb") as f:
             return sum(1 for line in f if line.strip())
@@ -25,19 +26,14 @@ def _lines(path: Path) -> int:
 
 
 def saved_state(run_dir: Path, label: str, kind: str) -> str:
-    """What an interrupted stage of `kind` has kept in `run_dir / label`, in words."""
+    """What an interrupted stage of `kind` has kept in `run_dir / label`, in words (the stage-kind table says how)."""
     from collab.run.checkpoints import checkpoint_step, last_complete_checkpoint
     from collab.run.layout import StagePaths
+    from collab.stages.kinds import load, stage_kind
 
-    root = run_dir / label
-    if kind == "data":
-        records = sum(_lines(p) for p in sorted((root / "store").glob("*.jsonl")))
-        return (f"{records} scored turns are saved in {root / 'store'}; the turns in progress were lost"
-                if records else "no turn had been scored yet")
-    if kind == "eval":
-        done = _lines(root / "conversations.jsonl")
-        return (f"{done} finished conversations are saved; the ones in progress were lost" if done
-                else "no conversation had finished yet")
+    entry = stage_kind(kind)
+    if entry.saved_state is not None:
+        return str(load(entry.saved_state)(run_dir / label))
     checkpoint = last_complete_checkpoint(StagePaths(run_dir, label).checkpoints)
     if checkpoint is None:
         return "no checkpoint had been saved yet, so the stage starts over"

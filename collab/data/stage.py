@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from collab.data.engine import DataEngine, Shard, store_dir, turn_key
 from collab.data.store import JsonlStore, read_records
 from collab.errors import CollabError
 from collab.io import atomic_write_json, atomic_write_text
-from collab.run.layout import DONE
+from collab.run.layout import StagePaths
 
 
 def run_data_stage(recipe: Recipe, stage: DataStage, run_dir: Path, shard: Shard = Shard()) -> Path:
@@ -22,7 +21,7 @@ def run_data_stage(recipe: Recipe, stage: DataStage, run_dir: Path, shard: Shard
     from collab.tasks.registry import load_task_set
 
     out = run_dir / stage.label
-    if (out / DONE).is_file():
+    if StagePaths(run_dir, stage.label).is_done():
         return out
     tasks = shard.select(load_task_set(recipe.tasks.name, split=recipe.tasks.split, limit=recipe.tasks.limit,
                                        seed=recipe.tasks.seed))
@@ -77,7 +76,7 @@ def merge_data_stage(recipe: Recipe, stage: DataStage, run_dir: Path) -> Path:
         shutil.rmtree(out / name, ignore_errors=True)
         tmp.rename(out / name)
     atomic_write_json(out / "stats.json", stats)
-    atomic_write_text(out / DONE, json.dumps({"records": len(records)}) + "\n")
+    StagePaths(run_dir, stage.label).mark_done(records=len(records))
     return out
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from collab.errors import CollabError
 
@@ -81,3 +82,12 @@ class JsonlStore:
                 f.flush()
                 os.fsync(f.fileno())
         return len(fresh)
+
+
+def saved_turns(stage_dir: Path) -> str:
+    """What an interrupted data stage has kept, in words: the scored turns in its store (collab.interrupt)."""
+    from collab.interrupt import count_lines
+
+    records = sum(count_lines(p) for p in sorted((stage_dir / "store").glob("*.jsonl")))
+    return (f"{records} scored turns are saved in {stage_dir / 'store'}; the turns in progress were lost"
+            if records else "no turn had been scored yet")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from collab.chat import SamplingParams
 from collab.errors import CollabError
 from collab.evaluate.modes import Mode, apply_mode
-from collab.evaluate.store import ConversationStore, row_key
+from collab.evaluate.store import CONVERSATIONS_FILE, ConversationStore, row_key
 from collab.metrics.base import MetricResult
 from collab.reward import ConversationScorer
 from collab.rollout import ConversationState, RolloutEngine
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
     from collab.simulators.base import UserSimulator
 
 logger = logging.getLogger(__name__)
-
-CONVERSATIONS_FILE = "conversations.jsonl"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ from typing import Any
 
 from collab.errors import CollabError
 
+CONVERSATIONS_FILE = "conversations.jsonl"
+"""The log's name in an evaluation's output folder."""
+
 RowKey = tuple[str, str, int]
 """(model label, task id, run index): what makes a conversation unique within one evaluation."""
 
@@ -73,3 +76,12 @@ class ConversationStore:
             f.flush()
             os.fsync(f.fileno())
         return text.count("\n")
+
+
+def saved_conversations(stage_dir: Path) -> str:
+    """What an interrupted evaluation has kept, in words: its finished conversations (collab.interrupt)."""
+    from collab.interrupt import count_lines
+
+    done = count_lines(stage_dir / CONVERSATIONS_FILE)
+    return (f"{done} finished conversations are saved; the ones in progress were lost" if done
+            else "no conversation had finished yet")

@@ -37,6 +37,10 @@ class StageKind:
     run: str | None = None
     """Driver kinds: `run(recipe, stage, run_dir)`, called in the `collab` process. None for trainer kinds, which
     the driver launches under `accelerate launch` (collab.train.driver)."""
+    saved_state: str | None = None
+    """Driver kinds: `saved_state(stage_dir) -> str`, what an interrupted stage of this kind has kept on disk, in
+    words, for the one line Ctrl-C prints (collab.interrupt). None for trainer kinds: their last complete checkpoint
+    says it."""
     trl_config: str | None = None
     """Trainer kinds: the TRL config class that the stage's `trainer:` arguments are checked against and build."""
     trainer: str | None = None
@@ -69,8 +73,10 @@ class StageKind:
 _ONLINE = "collab.train.online"
 
 KINDS: dict[str, StageKind] = {kind.name: kind for kind in (
-    StageKind("data", generates=True, run="collab.data.stage:run_data_stage"),
-    StageKind("eval", generates=True, run="collab.evaluate.runner:run_eval_stage"),
+    StageKind("data", generates=True, run="collab.data.stage:run_data_stage",
+              saved_state="collab.data.store:saved_turns"),
+    StageKind("eval", generates=True, run="collab.evaluate.runner:run_eval_stage",
+              saved_state="collab.evaluate.store:saved_conversations"),
     StageKind("sft", generates=False, trl_config="trl:SFTConfig", trainer="trl:SFTTrainer",
               load_data="collab.train.sft:load_sft_data", build_trainer="collab.train.sft:build_sft_trainer",
               needs_data_from=True),

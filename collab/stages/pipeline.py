@@ -110,13 +110,13 @@ def check_inputs_done(recipe: Recipe, stage: StageBase, run_dir: Path) -> None:
     runs that command), uses the outputs of finished inputs and never runs a missing one itself: it would train
     with other resources and time than the job was given.
     """
-    labels = [s.label for s in recipe.stages]
     if isinstance(stage, TrainerStage):
         inputs = [ref for ref in (stage.data_from, stage.init_from) if ref]
     elif isinstance(stage, EvalStage):
-        earlier = labels[: labels.index(stage.label)] if stage.label in labels else labels
-        trained = [s.label for s in recipe.stages if s.label in earlier and isinstance(s, TrainerStage)]
-        inputs = [name for name in stage.models if name in labels] if stage.models else trained
+        from collab.evaluate.runner import stage_model_refs  # the one reading of an eval stage's `models`
+
+        labels = {s.label for s in recipe.stages}
+        inputs = [ref.label for ref in stage_model_refs(recipe, stage, run_dir) if ref.label in labels]
     else:
         inputs = []
     for ref in inputs:

@@ -409,7 +409,7 @@ def data_outputs(run_dir: Path, stage: str = "data") -> dict[str, Any]:
     out = run_dir / stage
     return {"records": store_records(run_dir, stage), "sft": dataset_rows(out / "sft"),
             "dpo": dataset_rows(out / "dpo"), "stats": json.loads((out / "stats.json").read_text()),
-            "done": (out / "DONE").read_text()}
+            "done": {k: v for k, v in json.loads((out / "DONE").read_text()).items() if k != "finished"}}
 
 
 def assert_same_records(got: dict[Any, Any], want: dict[Any, Any]) -> None:
