@@ -69,7 +69,9 @@ def _competing(spellings: tuple[str, ...], text: str) -> bool:
     return False
 
 
-_SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n+")
+# A sentence ends at . ? or ! followed by a space or by a capital letter (a loop the model glued together without
+# spaces, "...free?Could you..."), or at a line break; "7.30" and "e.g. the" do not end one.
+_SENTENCE_END = re.compile(r"(?<=[.?!])(?:\s+|(?=[A-Z]))|\n+")
 REPEATS = 3
 
 

@@ -70,6 +70,8 @@ def test_a_message_that_loops_on_one_sentence_fails_whatever_it_carries() -> Non
     result = detail_success(REMINDER, loop)
     assert result.value == 0.0 and result.details["recall"] == 1.0
     assert result.details["repeated"] == "could you tell me when you are free?"
+    glued = "Hi Felix, the meeting is at 7 pm." + "Could you tell me when you are free?" * 3
+    assert detail_success(REMINDER, glued).details["repeated"] == "could you tell me when you are free?"
     twice = "Hi Felix, the meeting is at 7 pm. " + "See you there, Felix! " * 2
     assert detail_success(REMINDER, twice).value == 1.0  # a sentence said twice is poor style, not a loop
 
