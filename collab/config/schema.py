@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from collab.errors import CollabError
 from collab.models import DEFAULT_MODEL
-from collab.stages.kinds import TRAINER_KINDS
+from collab.stages.kinds import KINDS, TRAINER_KINDS
 
 
 class Section(BaseModel):
@@ -321,8 +321,10 @@ class TrainerStage(StageBase):
 
     @model_validator(mode="after")
     def _completion_window_is_dpo_only(self) -> TrainerStage:
-        if self.max_completion_length is not None and self.kind != "dpo":
-            raise ValueError(f"max_completion_length applies to dpo stages only, not {self.kind}; remove it")
+        if self.max_completion_length is not None and not KINDS[self.kind].completion_window:
+            windowed = [name for name, kind in KINDS.items() if kind.completion_window]
+            raise ValueError(f"max_completion_length applies to {' and '.join(windowed)} stages only, not "
+                             f"{self.kind}; remove it")
         return self
 
 

@@ -63,6 +63,9 @@ class StageKind:
     """Trainer kinds whose loss needs the starting model as a frozen reference (collab.train.start_model)."""
     needs_data_from: bool = False
     """Trainer kinds that train on a data stage's output, named by the stage's `data_from`."""
+    completion_window: bool = False
+    """Offline pair kinds whose builder honours the stage key `max_completion_length` (the loss sees the first N
+    tokens of each reply); the schema refuses the key on every other kind."""
 
     @property
     def launched(self) -> bool:
@@ -82,7 +85,7 @@ KINDS: dict[str, StageKind] = {kind.name: kind for kind in (
               needs_data_from=True),
     StageKind("dpo", generates=False, trl_config="trl:DPOConfig", trainer="trl:DPOTrainer",
               load_data="collab.train.dpo:load_dpo_data", build_trainer="collab.train.dpo:build_dpo_trainer",
-              reference_model=True, needs_data_from=True),
+              reference_model=True, needs_data_from=True, completion_window=True),
     StageKind("online_dpo", generates=True, trl_config="trl.experimental.online_dpo:OnlineDPOConfig",
               trainer="trl.experimental.online_dpo:OnlineDPOTrainer", load_data=f"{_ONLINE}_data:load_online_data",
               build_trainer=f"{_ONLINE}:build_online_trainer", extra_arguments=f"{_ONLINE}:online_arguments",
