@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -49,8 +50,23 @@ def run_collab(*args: str, env: dict[str, str] | None = None, timeout: float = 3
                           timeout=timeout, check=False)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def sigint_as_from_a_terminal() -> Iterator[None]:
+    """SIGINT handled, not ignored, in this process while the tests run, so every `collab` they start gets it.
+
+    A shell without job control (a CI runner's `make test &`, nohup) starts a background command with SIGINT ignored,
+    and an ignored signal stays ignored across fork and exec: the `collab` processes of the tests would then ignore
+    Ctrl-C, as any Unix program started that way should. A handled signal is reset to its default action by exec,
+    which is what a terminal's foreground job starts with."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 def spawn_collab(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`collab ARGS` in the background, its output appended to `log` (a file, so a full pipe can never stall it)."""
+    """`collab ARGS` in the background, its output appended to `log` (a file, so a full pipe can never stall it),
+    with Ctrl-C's signal handled as when a terminal starts it (`sigint_as_from_a_terminal`)."""
     with open(log, "ab") as out:
         return subprocess.Popen(collab_command(*args), cwd=REPO, env=env or cli_env(), stdout=out,
                                 stderr=subprocess.STDOUT)

@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from collab.run.checkpoints import last_complete_checkpoint
 from tests.fault_server import FaultServer
 from tests.reliability.conftest import (
@@ -41,11 +39,6 @@ def interrupt(proc: subprocess.Popen[bytes], log: Path) -> tuple[int, str]:
     return code, log.read_text(errors="replace")
 
 
-# Open defect: in the whole suite (after the other reliability files) the spawned `collab` does not stop on SIGINT
-# and these two fail (the interrupted stage runs on, or finishes with exit code 0); each file alone passes. Kept
-# running, not skipped, until the order-dependent cause is found (issue #18's closing note).
-@pytest.mark.xfail(reason="fails only in the full suite: SIGINT lost in the spawned collab (order-dependent)",
-                   strict=False)
 def test_ctrl_c_during_training_names_the_last_checkpoint_and_the_resume_command(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     write_finished_data_stage(run_dir, rows=40)
@@ -71,11 +64,6 @@ def test_ctrl_c_during_training_names_the_last_checkpoint_and_the_resume_command
     assert "KeyboardInterrupt" in (run_dir / "sft" / "train.log").read_text()  # the details stay in the log
 
 
-# Open defect: in the whole suite (after the other reliability files) the spawned `collab` does not stop on SIGINT
-# and these two fail (the interrupted stage runs on, or finishes with exit code 0); each file alone passes. Kept
-# running, not skipped, until the order-dependent cause is found (issue #18's closing note).
-@pytest.mark.xfail(reason="fails only in the full suite: SIGINT lost in the spawned collab (order-dependent)",
-                   strict=False)
 def test_ctrl_c_during_the_data_stage_counts_the_saved_turns(tmp_path: Path, echo_server: FaultServer) -> None:
     run_dir = tmp_path / "run"
     # Enough tasks that the stage is still running when the signal lands, even on a loaded machine (64 took 20 s).
