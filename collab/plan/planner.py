@@ -7,7 +7,6 @@ unless that stage has finished in the run directory: then its stats.json gives t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from collab.plan.counts import (
     online_counts,
     row_tokens,
 )
+from collab.plan.kvcache import EngineFit, check_engines
 from collab.stages.kinds import KINDS
 
 PARTIES = ("policy", "simulator", "judge")
@@ -93,12 +93,14 @@ class StagePlan:
 
 @dataclass
 class RecipePlan:
-    """The plan of a recipe's stages, with the assumptions it used."""
+    """The plan of a recipe's stages, with the assumptions it used and the vLLM engines those stages build (their
+    KV cache on a GPU of `throughput.gpu_memory_gb`)."""
 
     recipe: str
     stages: list[StagePlan]
     tokens: TokenAssumptions
     throughput: Throughput
+    engines: list[EngineFit] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,8 @@ def plan_recipe(
     tokens, throughput, tasks = tokens or TokenAssumptions(), throughput or Throughput(), tasks or TaskCounts()
     stages = [recipe.stage(stage)] if stage else list(recipe.stages)
     planner = _Planner(recipe, tokens, throughput, tasks, Path(run_dir) if run_dir else recipe.run_dir)
-    return RecipePlan(recipe.name, [planner.plan(s) for s in stages], tokens, throughput)
+    engines = check_engines(recipe, [s.label for s in stages], gpu_memory_gb=throughput.gpu_memory_gb, tokens=tokens)
+    return RecipePlan(recipe.name, [planner.plan(s) for s in stages], tokens, throughput, engines)
 
 
 class _Planner:
@@ -237,15 +240,9 @@ class _Planner:
 
     def trainer_args(self, stage: TrainerStage) -> dict[str, Any]:
         """The stage's trainer arguments over the TRL config class's defaults."""
-        from collab.config import trainer_config_class
+        from collab.config import trainer_args_with_defaults
 
-        defaults = {}
-        for f in dataclasses.fields(trainer_config_class(stage.kind)):
-            if f.default is not dataclasses.MISSING:
-                defaults[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                defaults[f.name] = f.default_factory()  # type: ignore[misc]
-        return {**defaults, **stage.trainer}
+        return trainer_args_with_defaults(stage.kind, stage.trainer)
 
     # --- costs ---------------------------------------------------------------------------------------------------
 
