@@ -41,6 +41,7 @@ from collab.stages.kinds import KINDS
 GIB = 2**30
 DEFAULT_GPU_MEMORY_GB = 80.0  # collab.plan.cost.Throughput.gpu_memory_gb
 DEFAULT_GPUS_PER_NODE = 8  # serve.tensor_parallel_size empty, outside `collab launch slurm --gpus-per-node`
+VLLM_DEFAULT_SHARE = 0.9  # vLLM's own gpu_memory_utilization, for a trainer argument set to null
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ def _trainer_engine(recipe: Recipe, stage: TrainerStage, tokens: TokenAssumption
         return None  # server mode: a node of its own (`trl vllm-serve` with its own settings)
     key = f"stages.{stage.label}.trainer"
     assert kind.reply_length is not None  # every online kind names its reply-length key
-    completion = int(args[kind.reply_length])
+    completion = int(args.get(kind.reply_length) or 0)  # empty (GRPO allows it): no cap but max_model_len
     if "vllm_max_model_length" in args:
         length = args["vllm_max_model_length"]
         length, length_key = (int(length) if length else None), f"{key}.vllm_max_model_length"
@@ -256,7 +257,7 @@ def _trainer_engine(recipe: Recipe, stage: TrainerStage, tokens: TokenAssumption
     cap = source.max_new_tokens if isinstance(source, DataStage) else completion
     return Engine(name=f"stage '{stage.label}' (colocated)", model=recipe.model.name,
                   max_model_len=length, length_key=length_key,
-                  gpu_memory_utilization=float(args["vllm_gpu_memory_utilization"]),
+                  gpu_memory_utilization=float(args.get("vllm_gpu_memory_utilization") or VLLM_DEFAULT_SHARE),
                   share_key=f"{key}.vllm_gpu_memory_utilization",
                   tensor_parallel_size=int(args.get("vllm_tensor_parallel_size") or 1),
                   tp_fix=(f"generate on a vLLM node of its own ({key}.vllm_mode: server; collab refuses colocated "
