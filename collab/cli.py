@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # imported for annotations only: `collab --help` stays fast
     from rich.console import Console
 
     from collab.config import Recipe
+    from collab.preflight import MemoryCheck
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     validate.add_argument("--tasks", default=None, metavar="NAME|PATH.jsonl", help="task set name or JSONL file")
     _add_preflight_arg(validate)
+    from collab.plan.options import add_gpu_memory_argument
+
+    add_gpu_memory_argument(validate)
     show = rsub.add_parser("show", help="print a recipe fully resolved (defaults and overrides applied)")
     _add_recipe_args(show)
     explain = rsub.add_parser(
@@ -159,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra sbatch option, e.g. --sbatch-arg=--account=myproj (repeatable)")
     slurm.add_argument("--dry-run", action="store_true", help="print the sbatch commands instead of submitting")
     _add_preflight_arg(slurm)
+    add_gpu_memory_argument(slurm)
     # collab train, collab resume: collab.stages.pipeline
     train = sub.add_parser("train", help="run a recipe's stages in order (skipping finished ones); see docs/training.md")
     _add_recipe_args(train)
@@ -231,15 +236,21 @@ def _dispatch(args: argparse.Namespace) -> int:
             console.print(explain.render(explain.explain(args.key)), markup=False, highlight=False, soft_wrap=True)
             return 0
         from collab import preflight
+        from collab.plan.options import gpu_memory_gb
 
         paths = [Path(p) for p in args.paths] or sorted(config.recipes_root().rglob("*.yaml"))
+        memory = preflight.MemoryCheck(gpu_memory_gb(args))
         failures = 0
         for path in paths:
             try:
                 recipe = config.load_recipe(path, _overrides(args))
-                if args.paths:  # the shipped recipes are templates: their endpoints and task sets are the user's
-                    preflight.check(recipe, str(path), environment=args.preflight)
+                if args.paths:
+                    notes = preflight.check(recipe, str(path), environment=args.preflight, memory=memory)
+                else:  # the shipped recipes are templates: their endpoints and task sets are the user's, not their GPUs
+                    notes = _memory_check(recipe, str(path), memory)
                 console.print(f"[green]ok[/green]   {path}")
+                for note in notes:
+                    console.print(f"     note: {note}", markup=False, highlight=False)
             except CollabError as e:
                 failures += 1
                 console.print("[red]FAIL[/red] ", end="")
@@ -345,7 +356,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         tokens, throughput = assumptions_from_args(args)
         recipe = _recipe(args)
-        _plan_preflight(args, recipe)
+        _plan_preflight(args, recipe, throughput.gpu_memory_gb)
         render(plan_recipe(recipe, stage=args.stage, tokens=tokens, throughput=throughput,
                            tasks=TaskCounts(train=args.tasks_count, eval=args.eval_tasks_count)), console,
                cpu=is_cpu_recipe(recipe) and args.assume_gpus is None)
@@ -353,9 +364,20 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _memory_check(recipe: Recipe, source: str, memory: MemoryCheck) -> list[str]:
+    """Only the vLLM engines' memory (no task sets, no environment), as one pre-flight report."""
+    from collab import preflight
+
+    problems = memory.problems(recipe)
+    if problems:
+        raise CollabError(preflight.report(problems, source))
+    return memory.notes(recipe)
+
+
 def _launch_preflight(args: argparse.Namespace) -> None:
     """Check the stages about to be submitted (the unfinished ones, or --stage) before sbatch."""
     from collab import preflight
+    from collab.plan.options import gpu_memory_gb
     from collab.run.layout import StagePaths
 
     recipe = _recipe(args)
@@ -363,10 +385,12 @@ def _launch_preflight(args: argparse.Namespace) -> None:
         recipe.stage(args.stage)  # an unknown name lists the valid ones
     stages = [args.stage] if args.stage else [s.label for s in recipe.stages
                                               if not StagePaths(recipe.run_dir, s.label).is_done()]
-    preflight.check(recipe, args.recipe, stages, environment=args.preflight)
+    memory = preflight.MemoryCheck(gpu_memory_gb(args), gpus_per_node=args.gpus_per_node or None)
+    for note in preflight.check(recipe, args.recipe, stages, environment=args.preflight, memory=memory):
+        print(f"collab: note: {note}", file=sys.stderr)
 
 
-def _plan_preflight(args: argparse.Namespace, recipe: Recipe) -> None:
+def _plan_preflight(args: argparse.Namespace, recipe: Recipe, gpu_memory_gb: float) -> None:
     """A plan needs the task sets (it counts them); the endpoints and packages only warn, because a plan is how
     one prices a run before setting them up."""
     from collab import preflight
@@ -375,7 +399,9 @@ def _plan_preflight(args: argparse.Namespace, recipe: Recipe) -> None:
     if args.stage is not None:
         recipe.stage(args.stage)
     # Registered sets are counted by the planner itself (or given by tasks.limit): a hub set needs no download here.
-    preflight.check(recipe, args.recipe, stages, environment=False, files_only=True)
+    # The vLLM engines that could not be checked are in the plan's engine table.
+    preflight.check(recipe, args.recipe, stages, environment=False, files_only=True,
+                    memory=preflight.MemoryCheck(gpu_memory_gb))
     problems = preflight.environment_problems(recipe, stages) if args.preflight else []
     if problems:
         print("collab: warning: " + preflight.report(problems, args.recipe).rstrip(), file=sys.stderr)

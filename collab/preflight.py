@@ -4,8 +4,9 @@ On a cluster a missing task file, an unset endpoint variable or a package missin
 after the queue wait and a model load. `collab launch slurm`, `collab recipes validate` and `collab plan` check the
 same things first, on the submitting machine (Slurm jobs inherit its environment and software): the task files the
 stages read load without error, every OpenAI-compatible backend a stage talks to has its URL and API key variables
-set, and the packages the stages import are importable (vLLM, DeepSpeed). Every problem is reported at once, one
-paragraph each.
+set, the packages the stages import are importable (vLLM, DeepSpeed), and every vLLM engine the stages build can
+hold the KV cache of one full sequence in its GPU share (collab.plan.kvcache; an engine whose model's shape is
+unknown is reported as not checked). Every problem is reported at once, one paragraph each.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ import importlib.util
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import yaml
 
 from collab.config import BackendConfig, DataStage, EvalStage, Recipe, StageBase, TrainerStage
 from collab.errors import CollabError
 from collab.stages.kinds import KINDS
+
+if TYPE_CHECKING:  # collab.plan imports this module: its names are imported where they are used
+    from collab.plan.kvcache import EngineFit
 
 
 @dataclass(frozen=True)
@@ -162,11 +167,41 @@ def _chosen(recipe: Recipe, stages: list[str] | None) -> list[tuple[int, StageBa
 
 
 def preflight(recipe: Recipe, stages: list[str] | None = None, *, environ: dict[str, str] | None = None,
-              environment: bool = True, files_only: bool = False) -> list[Problem]:
-    """Everything that would stop `stages` (labels; default all) of `recipe`: the task sets always, and with
-    `environment` the endpoint variables and importable packages."""
+              environment: bool = True, files_only: bool = False, memory: MemoryCheck | None = None) -> list[Problem]:
+    """Everything that would stop `stages` (labels; default all) of `recipe`: the task sets and the vLLM engines'
+    memory always, and with `environment` the endpoint variables and importable packages."""
     problems = task_problems(recipe, [s for _, s in _chosen(recipe, stages)], files_only=files_only)
+    problems += (memory or MemoryCheck()).problems(recipe, stages)
     return problems + (environment_problems(recipe, stages, environ=environ) if environment else [])
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """The GPU the vLLM engines are checked against (collab.plan.kvcache).
+
+    Parameters:
+        gpu_memory_gb: Memory of one GPU in GiB (`--gpu-memory-gb`).
+        gpus_per_node: GPUs of a node, which an empty serve.tensor_parallel_size shards over; empty: 8.
+    """
+
+    gpu_memory_gb: float = 80.0
+    gpus_per_node: int | None = None
+
+    def fits(self, recipe: Recipe, stages: list[str] | None = None) -> list[EngineFit]:
+        from collab.plan.kvcache import check_engines
+
+        return check_engines(recipe, stages, gpu_memory_gb=self.gpu_memory_gb, gpus_per_node=self.gpus_per_node)
+
+    def problems(self, recipe: Recipe, stages: list[str] | None = None) -> list[Problem]:
+        from collab.plan.kvcache import engine_problems
+
+        return engine_problems(self.fits(recipe, stages))
+
+    def notes(self, recipe: Recipe, stages: list[str] | None = None) -> list[str]:
+        """The engines that could not be checked, one line each (unknown model shape)."""
+        from collab.plan.kvcache import skipped_notes
+
+        return skipped_notes(self.fits(recipe, stages))
 
 
 def report(problems: list[Problem], source: str) -> str:
@@ -176,10 +211,13 @@ def report(problems: list[Problem], source: str) -> str:
 
 
 def check(recipe: Recipe, source: str, stages: list[str] | None = None, *, environment: bool = True,
-          files_only: bool = False) -> None:
-    """Raise one CollabError listing every pre-flight problem (one paragraph each), or return."""
-    problems = preflight(recipe, stages, environment=environment, files_only=files_only)
+          files_only: bool = False, memory: MemoryCheck | None = None) -> list[str]:
+    """Raise one CollabError listing every pre-flight problem (one paragraph each); else return the notes of what
+    could not be checked (a vLLM engine whose model's shape is unknown), for the caller to print."""
+    memory = memory or MemoryCheck()
+    problems = preflight(recipe, stages, environment=environment, files_only=files_only, memory=memory)
     if problems:
         raise CollabError(report(problems, source),
                           fix="correct them and run the command again (--no-preflight skips the environment checks, "
                           "e.g. when the compute nodes' environment differs from this machine's).")
+    return memory.notes(recipe, stages)

@@ -34,6 +34,7 @@ from collab.config.schema import (
 from collab.config.trainer_args import (
     check_trainer_args,
     coerce_trainer_args,
+    trainer_args_with_defaults,
     trainer_config_class,
 )
 
@@ -42,5 +43,5 @@ __all__ = [
     "JudgeConfig", "LoraConfig", "ModelConfig", "Recipe", "RewardConfig", "RewardWeights", "Section", "ServeConfig",
     "SimulatorConfig", "Stage", "StageBase", "TasksConfig", "TrackingConfig", "TrainerStage", "apply_override",
     "check_trainer_args", "coerce_trainer_args", "dump_recipe", "format_validation_error", "load_recipe",
-    "recipes_root", "save_resolved", "trainer_config_class", "validate_recipe",
+    "recipes_root", "save_resolved", "trainer_args_with_defaults", "trainer_config_class", "validate_recipe",
 ]

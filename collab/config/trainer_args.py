@@ -39,6 +39,20 @@ def _field_adapters(cls: type) -> dict[str, TypeAdapter | None]:
     return adapters
 
 
+def trainer_args_with_defaults(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """`args` over the defaults of the kind's TRL config class: every argument the trainer will see, for readers
+    that need a value the recipe left out (the planner's batch sizes, the vLLM engine of an online stage)."""
+    import dataclasses
+
+    defaults: dict[str, Any] = {}
+    for f in dataclasses.fields(trainer_config_class(kind)):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            defaults[f.name] = f.default_factory()  # type: ignore[misc]
+    return {**defaults, **args}
+
+
 def coerce_trainer_args(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """`args` with number-like strings turned into the numbers the TRL config expects.
 

@@ -1,11 +1,13 @@
 """`collab plan`: the LLM calls, tokens, API cost, GPU-hours and optimizer steps a recipe's stages will take,
-counted from the recipe's sizes and MR settings without running anything.
+counted from the recipe's sizes and MR settings without running anything, and whether its vLLM engines fit the GPU.
 
     counts.py    requests and tokens per party (policy, simulator, judge) of data, online and eval stages
     cost.py      API dollars (price_per_million), GPU-hours (Throughput), optimizer steps
     planner.py   a recipe -> one StagePlan per stage (upper bound and expected columns)
     render.py    rich tables
     options.py   the command-line options (one per assumption field)
+    shapes.py    a model's layers, KV heads, head size and parameters (config.json, or a table of known models)
+    kvcache.py   every vLLM engine of a recipe: does one max_model_len sequence's KV cache fit its GPU share
 """
 
 from typing import Any

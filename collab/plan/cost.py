@@ -27,6 +27,9 @@ class Throughput:
             DPO; GRPO when its `beta` > 0).
         api_latency_s: Mean seconds of one API request (simulator, judge, an `openai` policy). With a backend's
             `concurrency` requests in flight per process, it gives the time a stage waits on the API.
+        gpu_memory_gb: Memory of one GPU in GiB (80 for A100/H100-80GB, 141 for H200). Sizes every vLLM engine's
+            share for the KV-cache check (collab.plan.kvcache), which refuses a recipe whose engine cannot hold one
+            sequence of its max_model_len.
     """
 
     gpus: int = field(default=8, metadata={"help": "GPUs of the run (effective batch, wall-clock hours)"})
@@ -35,6 +38,7 @@ class Throughput:
     train_tokens_per_s: float = field(default=2000.0, metadata={"help": "trained tokens/s per GPU"})
     reference_forward_cost: float = field(default=0.33, metadata={"help": "reference forward / training pass"})
     api_latency_s: float = field(default=3.0, metadata={"help": "mean seconds of one API request"})
+    gpu_memory_gb: float = field(default=80.0, metadata={"help": "memory of one GPU in GiB (vLLM KV-cache check)"})
 
     def __post_init__(self) -> None:
         for f in fields(self):

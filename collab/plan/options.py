@@ -33,6 +33,25 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                                help=f"{f.metadata.get('help', '')} [{f.default:g}]")
 
 
+def add_gpu_memory_argument(parser: argparse.ArgumentParser) -> None:
+    """`--gpu-memory-gb` for the commands that run pre-flight without planning (`collab recipes validate`,
+    `collab launch slurm`); `collab plan` has it as an assumption (Throughput.gpu_memory_gb)."""
+    default = next(f.default for f in dataclasses.fields(Throughput) if f.name == "gpu_memory_gb")
+    parser.add_argument(flag("gpu_memory_gb"), dest="assume_gpu_memory_gb", type=float, default=None, metavar="X",
+                        help=f"memory of one GPU in GiB, for the check that every vLLM engine can hold the KV cache "
+                        f"of one max_model_len sequence [{default:g}]")
+
+
+def gpu_memory_gb(args: argparse.Namespace) -> float:
+    """The GPU memory given on the command line, else Throughput's default; refused unless positive."""
+    value = getattr(args, "assume_gpu_memory_gb", None)
+    if value is None:
+        return Throughput().gpu_memory_gb
+    if value <= 0:
+        raise CollabError(f"--gpu-memory-gb must be > 0, got {value:g}", fix="pass the memory of one GPU in GiB.")
+    return float(value)
+
+
 def assumptions_from_args(args: argparse.Namespace) -> tuple[TokenAssumptions, Throughput]:
     """The assumption dataclasses with the options given on the command line applied."""
     built: list[Any] = []

@@ -7,7 +7,6 @@ unless that stage has finished in the run directory: then its stats.json gives t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from collab.plan.counts import (
     online_counts,
     row_tokens,
 )
+from collab.plan.kvcache import EngineFit, check_engines
 from collab.stages.kinds import KINDS
 
 PARTIES = ("policy", "simulator", "judge")
@@ -93,12 +93,14 @@ class StagePlan:
 
 @dataclass
 class RecipePlan:
-    """The plan of a recipe's stages, with the assumptions it used."""
+    """The plan of a recipe's stages, with the assumptions it used and the vLLM engines those stages build (their
+    KV cache on a GPU of `throughput.gpu_memory_gb`)."""
 
     recipe: str
     stages: list[StagePlan]
     tokens: TokenAssumptions
     throughput: Throughput
+    engines: list[EngineFit] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,8 @@ def plan_recipe(
     tokens, throughput, tasks = tokens or TokenAssumptions(), throughput or Throughput(), tasks or TaskCounts()
     stages = [recipe.stage(stage)] if stage else list(recipe.stages)
     planner = _Planner(recipe, tokens, throughput, tasks, Path(run_dir) if run_dir else recipe.run_dir)
-    return RecipePlan(recipe.name, [planner.plan(s) for s in stages], tokens, throughput)
+    engines = check_engines(recipe, [s.label for s in stages], gpu_memory_gb=throughput.gpu_memory_gb, tokens=tokens)
+    return RecipePlan(recipe.name, [planner.plan(s) for s in stages], tokens, throughput, engines)
 
 
 class _Planner:
@@ -235,17 +238,32 @@ class _Planner:
         """Trainer processes: one with the `cpu` accelerate config, else one per GPU."""
         return 1 if stage.accelerate_config == "cpu" else self.throughput.gpus
 
+    def step_shape(self, stage: TrainerStage, args: dict[str, Any], gpus: int, notes: list[str]) -> tuple[int, int]:
+        """(per_device_train_batch_size, gradient_accumulation_steps) of a run on `gpus` processes. A stage that
+        states effective_batch_size keeps it: planned with the accumulation `collab launch slurm --scale-batch`
+        would set (a launch without it is refused), not with a batch no run would train with."""
+        from collab.train.batch import batch_plan, scaled_accumulation
+
+        per_device, accumulation = int(args["per_device_train_batch_size"]), int(args["gradient_accumulation_steps"])
+        stated = batch_plan(stage, gpus)
+        if stated.matches:
+            return per_device, accumulation
+        try:
+            scaled = scaled_accumulation(stage, gpus)
+        except CollabError:
+            notes.append(f"effective_batch_size {stated.declared}: no gradient_accumulation_steps keeps it on {gpus} "
+                         f"processes, so a launch is refused; planned with the batch {stated.effective} they give")
+            return per_device, accumulation
+        notes.append(f"effective_batch_size {stated.declared} kept on {gpus} processes: gradient_accumulation_steps "
+                     f"{accumulation} -> {scaled}, as `collab launch slurm --scale-batch` sets it (a launch without "
+                     "it is refused)")
+        return per_device, scaled
+
     def trainer_args(self, stage: TrainerStage) -> dict[str, Any]:
         """The stage's trainer arguments over the TRL config class's defaults."""
-        from collab.config import trainer_config_class
+        from collab.config import trainer_args_with_defaults
 
-        defaults = {}
-        for f in dataclasses.fields(trainer_config_class(stage.kind)):
-            if f.default is not dataclasses.MISSING:
-                defaults[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                defaults[f.name] = f.default_factory()  # type: ignore[misc]
-        return {**defaults, **stage.trainer}
+        return trainer_args_with_defaults(stage.kind, stage.trainer)
 
     # --- costs ---------------------------------------------------------------------------------------------------
 
@@ -300,7 +318,8 @@ class _Planner:
             return plan
         args = self.trainer_args(stage)
         gpus = self.processes(stage)
-        batch = int(args["per_device_train_batch_size"]) * int(args["gradient_accumulation_steps"]) * gpus
+        per_device, accumulation = self.step_shape(stage, args, gpus, plan.notes)
+        batch = per_device * accumulation * gpus
         for scenario, expected in ((plan.bound, False), (plan.expected, True)):
             rows = self.rows(stage, source, expected, plan.notes)
             unit = "DPO pairs" if stage.kind == "dpo" else "SFT rows"
@@ -319,7 +338,7 @@ class _Planner:
         plan = StagePlan(stage.label, stage.kind, Scenario(Counts()), Scenario(Counts()))
         args = self.trainer_args(stage)
         gpus = self.processes(stage)
-        per_device, accumulation = int(args["per_device_train_batch_size"]), int(args["gradient_accumulation_steps"])
+        per_device, accumulation = self.step_shape(stage, args, gpus, plan.notes)
         epochs, max_steps = float(args["num_train_epochs"]), int(args["max_steps"])
         pairs = KINDS[stage.kind].online == "pairs"  # OnlineDPO: two completions per prompt
         if pairs:

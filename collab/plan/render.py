@@ -7,6 +7,7 @@ from dataclasses import fields
 from rich.console import Console
 from rich.table import Table
 
+from collab.plan.kvcache import gib
 from collab.plan.planner import RecipePlan, StagePlan
 from collab.stages.kinds import KINDS
 
@@ -105,6 +106,26 @@ def total_table(plan: RecipePlan, cpu: bool = False) -> Table:
     return table
 
 
+def engine_table(plan: RecipePlan) -> Table:
+    """The vLLM engines of the planned stages: the KV cache of one max_model_len sequence against what their share
+    of a GPU leaves once the weights are loaded (collab.plan.kvcache)."""
+    gpu = plan.throughput.gpu_memory_gb
+    table = Table(title=f"vLLM engines on a {gpu:g} GiB GPU (--gpu-memory-gb)", title_justify="left",
+                  caption="KV cache: one sequence of max_model_len tokens. free: gpu_memory_utilization x GPU memory "
+                  "- weights (per GPU under tensor parallelism); a colocated engine leaves the rest of each GPU to "
+                  "its trainer. Activations and CUDA graphs come on top.", caption_justify="left")
+    for column in ("engine", "model", "max_model_len", "KV cache, GiB", "free, GiB", "check"):
+        table.add_column(column, justify="right" if "GiB" in column or column == "max_model_len" else "left")
+    for f in plan.engines:
+        e = f.engine
+        if f.skipped:
+            table.add_row(e.name, e.model, str(e.max_model_len or "model's own"), "", "", f"skipped: {f.skipped}")
+            continue
+        table.add_row(e.name, e.model, str(f.max_model_len), gib(f.kv_bytes), gib(f.free_bytes),
+                      "fits" if f.fits else "DOES NOT FIT")
+    return table
+
+
 def assumptions_text(plan: RecipePlan, cpu: bool = False) -> str:
     throughput = [] if cpu else [plan.throughput]
     parts = [f"{f.name.replace('_', '-')}={getattr(obj, f.name):g}" for obj in (plan.tokens, *throughput)
@@ -122,6 +143,8 @@ def render(plan: RecipePlan, console: Console, *, cpu: bool = False) -> None:
         console.print(stage_table(stage, plan.throughput.gpus, cpu))
     if len(plan.stages) > 1:
         console.print(total_table(plan, cpu))
+    if plan.engines:
+        console.print(engine_table(plan))
     if cpu:
         console.print(CPU_NOTE, highlight=False)
     console.print(assumptions_text(plan, cpu), highlight=False)

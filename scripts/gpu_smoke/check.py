@@ -4,9 +4,16 @@
   hf DEVICE DTYPE          check a: collab's HF backend generates a batch on DEVICE in DTYPE
   data RUN_DIR             write a finished data stage (sft/ and dpo/ DatasetDicts, stats.json, DONE) as the
                            integration tests do (tests/integration/test_train_stages.py)
-  verify RUN_DIR STAGE CONFIG STEPS [--wandb]
-                           the stage finished: DONE, final/, launch.json names CONFIG (ddp|zero3|cpu), world size 1,
-                           the last checkpoint at STEPS with finite losses; --wandb: an offline W&B run was written
+  verify RUN_DIR STAGE CONFIG STEPS [--wandb] [--lora] [--mr]
+                           the stage finished: DONE, final/, launch.json names CONFIG (ddp|zero2|zero3|cpu), world
+                           size 1, the last checkpoint at STEPS with finite losses; --wandb: an offline W&B run was
+                           written; --lora: final/ is a LoRA adapter (no full weights); --mr: every logged step has
+                           the MR breakdown (mr/mean)
+  preempt RUN_DIR STAGE CONFIG STEPS -- TRAIN_ARGS...
+                           check j: `collab train TRAIN_ARGS` gets SIGUSR1 once checkpoint-2 is complete, must exit
+                           with 75 (the job script's requeue code) having saved a checkpoint, then `collab resume
+                           RUN_DIR` must finish the stage from it; then verify as above
+  table RESULT...          the PASS/FAIL table of run.sh's results (ID:NAME=VERDICT[:SECONDS] each)
 """
 
 from __future__ import annotations
@@ -106,7 +113,8 @@ def data(run_dir: str) -> None:
     print("data stage written to", root)
 
 
-def verify(run_dir: str, stage: str, config: str, steps: int, wandb: bool) -> None:
+def verify(run_dir: str, stage: str, config: str, steps: int, wandb: bool = False, lora: bool = False,
+           mr: bool = False) -> None:
     root = Path(run_dir) / stage
     done = json.loads((root / "DONE").read_text())
     print("DONE", done)
@@ -123,14 +131,105 @@ def verify(run_dir: str, stage: str, config: str, steps: int, wandb: bool) -> No
     files = sorted(p.name for p in final.iterdir())
     print("final/", files)
     assert any(f.endswith(".safetensors") for f in files) and "tokenizer_config.json" in files, files
-    mr = [{k: v for k, v in e.items() if k.startswith("mr/")} for e in state["log_history"] if "mr/mean" in e]
+    scored = [{k: v for k, v in e.items() if k.startswith("mr/")} for e in state["log_history"] if "mr/mean" in e]
+    if scored:
+        print("MR per scored step", scored)
     if mr:
-        print("MR per scored step", mr)
+        logged = [e for e in state["log_history"] if "loss" in e]
+        assert len(scored) == len(logged) == steps, f"{len(scored)} of {len(logged)} logged steps have mr/mean"
+        assert all(math.isfinite(e["mr/mean"]) for e in scored), scored
+    if lora:
+        assert "adapter_config.json" in files and "adapter_model.safetensors" in files, files
+        assert "model.safetensors" not in files, f"final/ holds full weights, not an adapter: {files}"
     if wandb:
         runs = sorted((Path(run_dir) / "wandb").glob("offline-run-*"))
         print("wandb runs", [r.name for r in runs])
         assert runs and any(p.suffix == ".wandb" and p.stat().st_size > 0 for r in runs for p in r.iterdir()), runs
     print(f"stage {stage} OK")
+
+
+def preempt(run_dir: str, stage: str, config: str, steps: int, train_args: list[str]) -> None:
+    """Check j: Slurm's warning signal to `collab train`, exit code 75, then `collab resume` from the checkpoint."""
+    import signal
+    import subprocess
+
+    from collab.run.checkpoints import is_complete_checkpoint
+    from collab.train.preemption import EXIT_PREEMPTED
+
+    root = Path(run_dir) / stage
+    first = root / "checkpoints" / "checkpoint-2"
+    command = [sys.executable, "-m", "collab.cli", "train", *train_args]
+    log = Path(f"{run_dir}.first-launch.log")  # a file, not a pipe: nobody reads a pipe while the trainer runs
+    print("starting", " ".join(command), ">", log, flush=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 150
+            while not is_complete_checkpoint(first):
+                if proc.poll() is not None:
+                    raise AssertionError(f"collab train ended (exit code {proc.returncode}) before {first} was "
+                                         f"complete:\n{log.read_text()[-3000:]}")
+                assert time.monotonic() < deadline, f"no complete {first} within 150 s"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGUSR1)
+            print(f"SIGUSR1 sent once {first.name} was complete", flush=True)
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    print(log.read_text()[-3000:])
+    assert proc.returncode == EXIT_PREEMPTED, f"exit code {proc.returncode}, not {EXIT_PREEMPTED} (requeue)"
+    stopped = json.loads((root / "preempted.json").read_text())
+    print("preempted.json", stopped)
+    assert stopped["signal"] == "SIGUSR1" and 2 <= stopped["global_step"] < steps, stopped
+    assert is_complete_checkpoint(root / "checkpoints" / f"checkpoint-{stopped['global_step']}"), stopped
+    assert not (root / "DONE").exists(), "the stage finished although it was preempted"
+
+    command = [sys.executable, "-m", "collab.cli", "resume", run_dir]
+    print("starting", " ".join(command), flush=True)
+    resumed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+                             check=False)  # the exit code is asserted below, after the output is printed
+    print(resumed.stdout[-3000:])
+    assert resumed.returncode == 0, f"collab resume exited with {resumed.returncode}"
+    last_launch = (root / "train.log").read_text().split("\n=== ")[-1]
+    checkpoint = root / "checkpoints" / f"checkpoint-{stopped['global_step']}"
+    assert f"resuming stage '{stage}' from {checkpoint}" in last_launch, "the second launch did not resume"
+    assert not (root / "preempted.json").exists()
+    verify(run_dir, stage, config, steps)
+    print(f"stage {stage}: preempted at step {stopped['global_step']}, resumed to {steps}: OK")
+
+
+# What a PASS of each check proves (docs/cluster.md, "Checking a GPU node", has the same table).
+PROVES = {
+    "a": "the HF backend samples on the GPU, greedy decoding repeats",
+    "b": "accelerate launch trains and saves in bf16; dpo starts from sft",
+    "c": "DeepSpeed ZeRO-3 trains and saves the gathered weights",
+    "d": "GRPO with MR as the reward runs on the GPU",
+    "e": "generation and rollouts with ZeRO-3 sharded parameters",
+    "f": "the W&B tracking path writes an offline run",
+    "g": "a LoRA adapter trains and saves; dpo continues sft's adapter",
+    "h": "online DPO with MR ranking each pair runs on the GPU",
+    "i": "LoRA under DeepSpeed ZeRO-2 in bf16 (the paper recipes' setup)",
+    "j": "SIGUSR1 -> checkpoint, exit 75 (requeue); collab resume finishes",
+}
+
+
+def table(results: list[str]) -> None:
+    """Print one row per check: its result, seconds and what a PASS proves; the last line says whether all passed."""
+    rows = []
+    for item in results:
+        head, _, tail = item.partition("=")
+        check_id, _, name = head.partition(":")
+        verdict, _, seconds = tail.partition(":")
+        rows.append((check_id, name, verdict, seconds or "-", PROVES.get(check_id, "")))
+    widths = [max(len(r[i]) for r in [("check", "name", "result", "s", ""), *rows]) for i in range(4)]
+    line = "  ".join(f"{{:{w}}}" for w in widths) + "  {}"
+    print(line.format("check", "name", "result", "s", "a PASS proves"))  # s: seconds the check took
+    for row in rows:
+        print(line.format(*row))
+    failed = [r[0] for r in rows if r[2] not in ("PASS", "NOT-RUN")]
+    print(f"ALL PASSED ({sum(r[2] == 'PASS' for r in rows)} checks)" if not failed else
+          f"FAILED: {' '.join(failed)} (see their logs)")
 
 
 def main(argv: list[str]) -> None:
@@ -142,7 +241,13 @@ def main(argv: list[str]) -> None:
     elif cmd == "data":
         data(rest[0])
     elif cmd == "verify":
-        verify(rest[0], rest[1], rest[2], int(rest[3]), "--wandb" in rest[4:])
+        flags = rest[4:]
+        verify(rest[0], rest[1], rest[2], int(rest[3]), "--wandb" in flags, "--lora" in flags, "--mr" in flags)
+    elif cmd == "preempt":
+        split = rest.index("--")
+        preempt(rest[0], rest[1], rest[2], int(rest[3]), rest[split + 1:])
+    elif cmd == "table":
+        table(rest)
     else:
         raise SystemExit(f"unknown subcommand {cmd}")
 

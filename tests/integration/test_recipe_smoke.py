@@ -53,7 +53,9 @@ def recipe_args(shared: list[str], *extra: str) -> list[str]:
     """`RECIPE --set ...`: the shared overrides and the smoke trainer arguments of every trainer stage, the same for
     every start: a run continues only under the same step definition."""
     assignments = [*shared, *extra, *(f"stages.{stage}.trainer.{k}={v}" for stage in TRAINERS
-                                      for k, v in {**TRAINER_SMOKE, **TRAINER_EXTRA.get(stage, {})}.items())]
+                                      for k, v in {**TRAINER_SMOKE, **TRAINER_EXTRA.get(stage, {})}.items()),
+                   # the paper's batches belong to 8 GPUs; one CPU process with batch 2 states none
+                   *(f"stages.{stage}.effective_batch_size=null" for stage in TRAINERS)]
     return [str(RECIPE), *(arg for a in assignments for arg in ("--set", a))]
 
 

@@ -179,6 +179,21 @@ def test_sft_steps_come_from_the_data_stage_turns_and_the_effective_batch() -> N
     assert fewer_gpus.expected.steps is not None and fewer_gpus.expected.steps.effective_batch == 32
 
 
+def test_a_stated_effective_batch_is_planned_as_a_scaled_launch_would_train_it() -> None:
+    from collab.config import load_recipe
+
+    paper = load_recipe(PAPER)
+    on_16 = only(plan_recipe(paper, stage="sft", throughput=Throughput(gpus=16)), "sft")
+
+    assert on_16.expected.steps is not None and on_16.expected.steps.effective_batch == 64  # not 2 x 4 x 16 = 128
+    assert ("effective_batch_size 64 kept on 16 processes: gradient_accumulation_steps 4 -> 2, as `collab launch slurm "
+            "--scale-batch` sets it") in " ".join(on_16.notes)
+    on_24 = only(plan_recipe(paper, stage="sft", throughput=Throughput(gpus=24)), "sft")
+    assert on_24.expected.steps is not None and on_24.expected.steps.effective_batch == 192
+    assert any("no gradient_accumulation_steps keeps it on 24 processes, so a launch is refused" in n
+               for n in on_24.notes)
+
+
 def test_dpo_rows_are_the_pair_yield_of_scored_turns_and_max_steps_wins() -> None:
     dpo = {"kind": "dpo", "data_from": "data", "trainer": {"per_device_train_batch_size": 4, "max_steps": 7}}
     plan = only(plan_recipe(recipe([DATA, dpo]), tokens=SIMPLE), "dpo")

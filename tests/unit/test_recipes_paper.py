@@ -146,12 +146,39 @@ def test_trainer_stages_have_the_paper_hyperparameters_and_lineage(model: str, t
         assert (stage.kind, stage.init_from, stage.data_from) == (label, init_from, "data")
         assert (args["learning_rate"], args["per_device_train_batch_size"], effective_batch(stage),
                 args["num_train_epochs"], args["save_steps"]) == (lr, per_device, batch, epochs, save_steps), label
+        assert stage.effective_batch_size == batch, label  # stated, so another GPU count cannot change it
         assert stage.accelerate_config == "zero2" and args["bf16"] is True and args["logging_steps"] == 5
     assert trainer(recipe, "dpo").trainer["beta"] == 0.1
     assert trainer(recipe, "online_dpo").trainer["beta"] == [0.1]
     grpo = trainer(recipe, "grpo").trainer
     # PPO-style clipping (batches reused, so the ratio is clipped), a group baseline
     assert (grpo["num_iterations"], grpo["epsilon"], grpo["num_generations"]) == (2, 0.2, 4)
+
+
+@pytest.mark.parametrize(("model", "task"), PAIRS, ids=IDS)
+def test_a_16_gpu_launch_is_refused_unless_it_scales_the_accumulation(model: str, task: str, tmp_path: Path) -> None:
+    from collab.errors import CollabError
+    from collab.launch.slurm import SlurmOptions, SlurmPlanner
+
+    path = recipes_root() / model / f"{task}.yaml"
+    recipe = load_recipe(path, [f"output_dir={tmp_path}"])
+
+    def jobs(scale_batch: bool) -> list:
+        options = SlurmOptions(nodes=2, gpus_per_node=8, scale_batch=scale_batch)
+        return SlurmPlanner(recipe, path, [f"output_dir={tmp_path}"], options, cwd=tmp_path).plan()
+
+    with pytest.raises(CollabError, match=r"stage 'sft': effective batch 128 = per_device_train_batch_size 2 x "
+                                          r"gradient_accumulation_steps 4 x 16 processes, but the stage states "
+                                          r"effective_batch_size 64"):
+        jobs(scale_batch=False)
+    scaled = {job.label: job for job in jobs(scale_batch=True)}
+    for label in ("sft", "dpo", "online_dpo", "grpo"):
+        accumulation = trainer(recipe, label).trainer["gradient_accumulation_steps"]
+        job, half = scaled[label], accumulation // 2
+        assert job.script_args[-2:] == ["--set", f"stages.{label}.trainer.gradient_accumulation_steps={half}"], label
+        batch = trainer(recipe, label).effective_batch_size
+        assert (f"effective batch {batch} kept on 16 processes (--scale-batch): gradient_accumulation_steps "
+                f"{accumulation} -> {half}") in job.inside
 
 
 @pytest.mark.parametrize(("model", "task"), PAIRS, ids=IDS)
