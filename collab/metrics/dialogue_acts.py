@@ -33,8 +33,9 @@ since "Is the answer 12?" attempts nothing:
   message: a drafted message: after dropping questions to the user, hedges, pleasantries, and statements of what
         the assistant will do once the user answers ("Then I can write the note") or fillers ("Sure!") that name no
         required detail, at least 12 words remain, or at least 4 that include one of the task's required details.
-        A question that opens by addressing the recipient or carries another required detail ("Hi Maya, could you
-        cover my shift on Saturday?") belongs to the message, so it is neither a question to the user nor dropped
+        A question that opens by addressing the recipient ("Hi Maya, could you cover my shift on Saturday?"), or
+        carries another required detail without asking the user to tell, confirm or say anything ("Would you like
+        lunch at the Harbor Grill?"), belongs to the message, so it is neither a question to the user nor dropped
         (`in_message`); the first required detail of a message task is its recipient.
 """
 
@@ -186,16 +187,32 @@ def _addresses(name: str) -> re.Pattern[str]:
                       re.IGNORECASE)
 
 
+# A sentence asking the user for information: "Could you tell me when Jamal's appointment is at 11 am?" carries the
+# detail, yet it asks the user and drafts nothing. An online DPO run found that scoring it as the message pays: its
+# model asked "Could you tell me when ... <detail>?" on every request and was credited with the message
+# (docs/online.md).
+_ASKS_FOR_INFORMATION = re.compile(
+    r"(\b(tell|remind|show) me\b|\blet me know\b|\bshare with me\b|\bdo you (know|remember|have)\b"
+    r"|\b(could|can|would|will) you (please )?(confirm|clarify|specify|say|explain|give me)\b"
+    r"|^(so,?\s+)?(what|when|where|which|who|whom|whose|how)\b)",
+    re.IGNORECASE,
+)
+
+
 def in_message(task: Task, sentence: str) -> bool:
     """For a message task: whether a question belongs to the drafted message rather than being put to the user.
     It does when it opens by addressing the recipient ("Hi Maya, could you cover my shift?"; the recipient is the
-    first required detail) or carries another required detail ("Would you like lunch at the Harbor Grill?")."""
+    first required detail), or when it carries another required detail ("Would you like lunch at the Harbor
+    Grill?") without asking the user for information ("Could you tell me when the lunch at the Harbor Grill is?",
+    "When is the lunch at the Harbor Grill?" are put to the user)."""
     if task.kind != "message" or not task.required:
         return False
     from collab.metrics.details import detail_present
 
     if any(_addresses(name).search(sentence) for name in task.required[0]):
         return True
+    if _ASKS_FOR_INFORMATION.search(sentence):
+        return False
     return any(detail_present(spellings, sentence) for spellings in task.required[1:])
 
 

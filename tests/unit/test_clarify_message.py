@@ -83,6 +83,11 @@ def test_a_message_that_loops_on_one_sentence_fails_whatever_it_carries() -> Non
     ("Hi Felix, could you come to the team meeting at 7 pm?", "answer"),
     ("Could you tell me what time the team meeting is?", "ask"),
     ("Could you tell me the time? Then I can write the reminder for Felix.", "ask"),
+    # Questions to the user that carry the detail are still questions (the online DPO model's exploit, docs/online.md)
+    ("Could you tell me when the team meeting is at 7 pm?", "ask"),
+    ("Could you tell me when Felix's team meeting at 7 pm.?", "ask"),
+    ("When is the team meeting at 7 pm?", "ask"),
+    ("Can you confirm the team meeting is at 7 pm?", "ask"),
     ("Hi Felix, the team meeting is at 7 pm. What time works for the slides?", "ask_and_answer"),
     ("Sure!", "other"),
 ])

@@ -143,3 +143,17 @@ def test_without_giving_up_a_guess_still_loses_at_window_one_and_never_obtains_t
                                    Candidate(task, _history(task), _guess(task))], seeds=[1, 2])
         assert ask.mr is not None and guess.mr is not None and ask.mr - guess.mr > 0.9
         assert all(info.get("fact_index") is None for r in guess.rollouts for info in r.user_info)
+
+
+def test_a_question_that_carries_every_detail_is_not_scored_as_the_message() -> None:
+    """Asking the user "Could you tell me when <the event> is at <the detail>?" drafts nothing: task 0, where the
+    message with the same details scores 1 (an online DPO run learned to ask this way while it counted as the
+    message)."""
+    for task in COMPLETE:
+        details = task.metadata["details"]
+        question = f"Could you tell me when {task.required[0][0]}'s plan is, " + ", ".join(details.values()) + "?"
+        reward = MultiturnReward(OracleMessagePolicy(TASKS), ShardedSimulator(mode="withhold"),
+                                 RewardConfig(window=0, samples=1, token_lambda=0.0, interactivity="none"))
+        [asked, wrote] = reward.score([Candidate(task, _history(task), question),
+                                       Candidate(task, _history(task), _message(task, details))])
+        assert asked.components["task"] == 0.0 and wrote.components["task"] == 1.0, (question, asked.components)
