@@ -1,5 +1,6 @@
 """OpenAIBackend against a real OpenAI-compatible server (llama.cpp serving the embedded SmolLM2 GGUF): proves the
-request we build is accepted and the replies, usage and finish reasons we parse are what a real server sends."""
+request we build is accepted and the replies, usage and finish reasons we parse are what a real server sends, and
+that such a server can play the simulated user of an MR rollout (what a self-hosted `serve:` simulator does)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import pytest
 
 from collab.backends.openai_backend import OpenAIBackend
 from collab.chat import SamplingParams, message
+from collab.config import RewardConfig
+from collab.reward import Candidate, MultiturnReward
+from collab.simulators.llm import LLMSimulator
+from collab.tasks.clarify_message import generate
 from tests.servers import LLAMA_MODEL_ALIAS, start_llama_server
 
 pytestmark = pytest.mark.integration
@@ -85,3 +90,26 @@ def test_json_mode_gives_parseable_json_or_a_clean_fallback(backend: OpenAIBacke
             assert gen.text.startswith("{")
     else:
         assert gen.extra.get("json_mode_unsupported") is True and gen.text != ""
+
+
+def test_a_real_server_plays_the_simulated_user_of_an_mr_rollout(backend: OpenAIBackend) -> None:
+    """The LLM user simulator (JSON mode, re-asks) on the server scores a candidate end to end. SmolLM2-135M may
+    not write the JSON the simulator asks for; then the turn must fail with its reason counted, never crash."""
+    task = next(t for t in generate("train", 8) if t.needs_clarification)
+    simulator = LLMSimulator(backend, max_turns=3, max_new_tokens=96, max_reasks=1)
+    reward = MultiturnReward(backend, simulator, RewardConfig(window=1, samples=1, interactivity="none",
+                                                              policy_max_new_tokens=32))
+    history = [message("user", task.opening or task.goal)]
+
+    [result] = reward.score([Candidate(task, history, "Could you tell me when it is?")], seeds=[5])
+
+    assert backend.stats.requests >= 1 and backend.stats.failures == 0
+    assert simulator.stats.turns + simulator.stats.gave_up >= 1  # the server's reply was read, as a turn or a failure
+    if result.mr is None:
+        assert result.error, "a failed MR names its reason"
+        assert simulator.stats.gave_up >= 1
+    else:
+        [rollout] = result.rollouts
+        assert rollout.messages[0]["content"] == "Could you tell me when it is?"
+        assert [m["role"] for m in rollout.messages[1:2]] in ([], ["user"])  # the user may end without a word
+        assert set(result.components) >= {"task", "tokens"}
