@@ -352,9 +352,11 @@ class DataStage(StageBase):
         "(on every backend alike); a candidate cut this way is complete, not truncated.")
     min_gap: float = Field(
         0.05, ge=0, description="DPO pairs whose MR gap is below this are dropped (CollabLLM: 0.02-0.05).")
-    pairs: Literal["best_worst", "all"] = Field(
-        "best_worst", description="`best_worst` makes one pair per turn (max MR vs min MR); `all` makes every pair "
-        "whose gap is at least `min_gap`.")
+    pairs: Literal["best_worst", "across_acts", "all"] = Field(
+        "best_worst", description="`best_worst` makes one pair per turn (max MR vs min MR); `across_acts` one pair "
+        "per turn of the best reply against the worst reply that takes the other action (asks where the best does "
+        "not, or the reverse; best vs worst when every candidate takes the same action), so that every pair teaches "
+        "the decision to ask or to answer; `all` makes every pair whose gap is at least `min_gap`.")
     min_chosen_mr: float | None = Field(
         None, description="DPO pairs whose chosen reply scores below this are dropped (empty keeps all). A reply that "
         "wins only because the other was worse (a needless question beating an answer cut off at the token limit) "

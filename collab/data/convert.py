@@ -17,6 +17,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 
 from collab.chat import message
 
+PairRule = Literal["best_worst", "across_acts", "all"]
 MESSAGES = List({"role": Value("string"), "content": Value("string")})
 SFT_FEATURES = Features({"messages": MESSAGES, "conv_id": Value("string"), "turn": Value("int32"), "mr": Value("float64")})
 DPO_FEATURES = Features({
@@ -50,15 +51,23 @@ def dpo_rows(
     system_prompt: str | None,
     *,
     min_gap: float,
-    pairs: Literal["best_worst", "all"],
+    pairs: PairRule,
     min_chosen_mr: float | None = None,
 ) -> list[dict[str, Any]]:
     scored = [(i, c) for i, c in enumerate(record["candidates"]) if c["mr"] is not None]
     if len(scored) < 2:
         return []
-    if pairs == "best_worst":
+    if pairs in ("best_worst", "across_acts"):
         best = max(scored, key=lambda ic: (ic[1]["mr"], -ic[0]))
-        worst = min(scored, key=lambda ic: (ic[1]["mr"], ic[0]))
+        rivals = scored
+        if pairs == "across_acts":
+            # The worst reply that takes the other action (asks where the best does not, or the reverse), so the pair
+            # contrasts the decision itself. Best against worst alone compares two questions on most requests that
+            # need one (the worst is the question that obtained nothing), and DPO then never sees asking beat
+            # answering, while on complete requests it sees answering beat asking every time: a bias against asking.
+            other_act = [ic for ic in scored if _asks(ic[1]["text"]) != _asks(best[1]["text"])]
+            rivals = other_act or scored
+        worst = min(rivals, key=lambda ic: (ic[1]["mr"], ic[0]))
         candidate_pairs = [(best[1], worst[1])]
     else:
         candidate_pairs = [(a, b) if a["mr"] >= b["mr"] else (b, a) for (_, a), (_, b) in combinations(scored, 2)]
@@ -81,7 +90,7 @@ def build_datasets(
     records: list[dict[str, Any]],
     *,
     min_gap: float,
-    pairs: Literal["best_worst", "all"],
+    pairs: PairRule,
     eval_fraction: float,
     seed: int,
     system_prompt: str | None = None,
@@ -89,8 +98,6 @@ def build_datasets(
     balance_actions: bool = False,
 ) -> tuple[DatasetDict, DatasetDict, dict[str, Any]]:
     """SFT and DPO DatasetDicts (splits train / eval) and a stats summary."""
-    from collab.metrics.dialogue_acts import is_question
-
     split_rows: dict[str, dict[str, list[dict[str, Any]]]] = {"sft": {"train": [], "eval": []},
                                                                "dpo": {"train": [], "eval": []}}
     for record in sorted(records, key=lambda r: (r["conv_id"], r["turn"])):
@@ -117,16 +124,20 @@ def build_datasets(
         "pairs": {k: len(v) for k, v in dpo.items()},
         "mean_gap": statistics.fmean(p["gap"] for p in all_pairs) if all_pairs else None,
         "chosen_ask_share": statistics.fmean(_chosen_asks(p) for p in all_pairs) if all_pairs else None,
-        "rejected_ask_share": statistics.fmean(is_question(p["rejected"][0]["content"]) for p in all_pairs) if all_pairs else None,
+        "rejected_ask_share": statistics.fmean(_asks(p["rejected"][0]["content"]) for p in all_pairs) if all_pairs else None,
         "chosen_strategies": _counts(p["chosen_strategy"] for p in all_pairs),
     }
     return sft, dpo, stats
 
 
-def _chosen_asks(row: dict[str, Any]) -> bool:
+def _asks(text: str) -> bool:
     from collab.metrics.dialogue_acts import is_question
 
-    return is_question(row["chosen"][0]["content"])
+    return is_question(text)
+
+
+def _chosen_asks(row: dict[str, Any]) -> bool:
+    return _asks(row["chosen"][0]["content"])
 
 
 def balance_by_action(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

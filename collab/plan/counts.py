@@ -329,9 +329,9 @@ def eval_counts(a: TokenAssumptions, shape: EvalShape, *, expected: bool) -> Cou
 def data_rows(a: TokenAssumptions, conversations: int, turns: float, *, eval_fraction: float, candidates: int,
               pairs: str) -> tuple[float, float]:
     """(SFT rows, DPO pairs) in the train split of a data stage: one SFT row per scored turn, and `pair_yield` of
-    the turns give a pair (`best_worst`) or up to K(K-1)/2 pairs (`all`)."""
+    the turns give a pair (`best_worst`, `across_acts`) or up to K(K-1)/2 pairs (`all`)."""
     turns_total = conversations * turns * (1 - eval_fraction)
-    per_turn = 1 if pairs == "best_worst" else candidates * (candidates - 1) / 2
+    per_turn = candidates * (candidates - 1) / 2 if pairs == "all" else 1
     return turns_total, turns_total * a.pair_yield * per_turn
 
 

@@ -28,6 +28,28 @@ def test_best_worst_makes_one_pair_from_the_extremes() -> None:
     assert row["gap"] == 0.9 - 0.1 and row["chosen_strategy"] == "ask"
 
 
+def test_across_acts_pairs_the_best_question_with_the_worst_message_not_with_a_worse_question() -> None:
+    # An underspecified request: the question that obtained the detail wins, the question that obtained nothing
+    # is the worst; best_worst would compare two questions and never show asking beat answering.
+    rec = record("c", candidate(QUESTION, 0.96, "ask"), candidate("Could you tell me where?", -0.54, "ask"),
+                 candidate(ANSWER, -0.02, "answer"), candidate("The answer is 9.", 0.3, "answer"))
+    (worst_pair,) = dpo_rows(rec, None, min_gap=0.05, pairs="best_worst")
+    assert worst_pair["rejected"][0]["content"] == "Could you tell me where?"
+    (row,) = dpo_rows(rec, None, min_gap=0.05, pairs="across_acts")
+    assert (row["chosen"][0]["content"], row["rejected"][0]["content"]) == (QUESTION, ANSWER)
+    assert row["gap"] == 0.96 - -0.02
+
+
+def test_across_acts_pairs_the_best_message_with_the_worst_question_and_falls_back_when_all_act_alike() -> None:
+    complete = record("c", candidate(ANSWER, 0.95, "answer"), candidate(QUESTION, 0.4, "ask"),
+                      candidate("Could you tell me where?", -0.5, "ask"), candidate("The answer is 9.", 0.0))
+    (row,) = dpo_rows(complete, None, min_gap=0.05, pairs="across_acts")
+    assert (row["chosen"][0]["content"], row["rejected"][0]["content"]) == (ANSWER, "Could you tell me where?")
+    alike = record("c", candidate(ANSWER, 0.95, "answer"), candidate("The answer is 9.", 0.0, "answer"))
+    (row,) = dpo_rows(alike, None, min_gap=0.05, pairs="across_acts")
+    assert row["rejected"][0]["content"] == "The answer is 9."
+
+
 def test_all_pairs_keeps_every_comparison_above_the_gap_and_never_a_tie() -> None:
     rec = record("c", candidate(QUESTION, 0.9), candidate(ANSWER, 0.1), candidate("Hm.", 0.1), candidate("Ok", 0.88))
     rows = dpo_rows(rec, None, min_gap=0.05, pairs="all")
