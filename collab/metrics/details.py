@@ -10,9 +10,11 @@ A list of guesses is no answer: when a required detail is a weekday or a clock t
 weekday or another time fails ("on Monday, Tuesday or Friday" does not carry "Friday"), so a policy cannot collect
 the credit by listing every value. Other kinds of detail (places, items) have no closed set of values to check.
 
-A degenerate reply is no message either: one that says the same sentence three times or more ("Could you tell me
-when you'd like to cover my shift?" over and over, with the detail somewhere inside) fails, whatever it carries. No
-person would send it, and a small model trained to ask falls into such loops.
+A degenerate reply is no message either, whatever it carries. One that says the same sentence or line three times
+or more fails: "Could you tell me when you'd like to cover my shift?" over and over, with the detail somewhere
+inside, or "Bienvenue, / Theo / Theo / Sports / Bienvenue, / Theo". So does one with an unfilled template slot
+("at the {location}", "Hi [Your Name],"): it is a form, not a message. No person would send either, and a small
+model trained on messages falls into both.
 """
 
 from __future__ import annotations
@@ -75,28 +77,40 @@ _SENTENCE_END = re.compile(r"(?<=[.?!])(?:\s+|(?=[A-Z]))|\n+")
 REPEATS = 3
 
 
+# A slot a template left for someone to fill: "{location}", "[Your Name]", "[Date]". Real text has no braces, and
+# a bracketed name or field is the model's own placeholder.
+_PLACEHOLDER = re.compile(r"\{[^{}\n]{1,40}\}|\[[^\[\]\n]{1,40}\]")
+
+
 def repeated_sentence(text: str, times: int = REPEATS) -> str | None:
-    """A sentence of three words or more that `text` says `times` times or more (case and spacing ignored), if any."""
+    """A sentence or line that `text` says `times` times or more (case, spacing and a trailing comma or colon
+    ignored), if any. Short ones count too: a signature line said three times is as degenerate as a question."""
     counts: dict[str, int] = {}
     for part in _SENTENCE_END.split(text):
-        sentence = " ".join(part.lower().split())
-        if len(sentence.split()) >= 3:
+        sentence = " ".join(part.lower().split()).rstrip(",;: ")
+        if re.search(r"\w", sentence):
             counts[sentence] = counts.get(sentence, 0) + 1
             if counts[sentence] >= times:
                 return sentence
     return None
 
 
+def placeholder(text: str) -> str | None:
+    """The first unfilled template slot in `text` ("{location}", "[Your Name]"), if any."""
+    match = _PLACEHOLDER.search(text)
+    return match.group(0) if match else None
+
+
 def detail_success(task: Task, text: str) -> MetricResult:
-    """1.0 when `text` contains every detail of `task.required`, names no competing value and does not loop; else
-    0.0. A task without details cannot be scored."""
+    """1.0 when `text` contains every detail of `task.required`, names no competing value, does not loop and has no
+    unfilled template slot; else 0.0. A task without details cannot be scored."""
     if not task.required:
         return MetricResult.fail(f"task {task.id} has no required details to check")
     found = [detail_present(spellings, text) for spellings in task.required]
     guessed = [s[0] for s in task.required if _competing(s, text)]
-    loop = repeated_sentence(text)
+    loop, slot = repeated_sentence(text), placeholder(text)
     return MetricResult(
-        float(all(found) and not guessed and loop is None),
+        float(all(found) and not guessed and loop is None and slot is None),
         details={"recall": sum(found) / len(found), "missing": [s[0] for s, ok in zip(task.required, found) if not ok],
-                 "competing": guessed, "repeated": loop},
+                 "competing": guessed, "repeated": loop, "placeholder": slot},
     )

@@ -76,6 +76,22 @@ def test_a_message_that_loops_on_one_sentence_fails_whatever_it_carries() -> Non
     assert detail_success(REMINDER, twice).value == 1.0  # a sentence said twice is poor style, not a loop
 
 
+def test_a_message_that_repeats_a_short_line_three_times_fails() -> None:
+    # The trained quickstart model's reply to test request 38, which the three-word rule let pass.
+    reply = "Hi Felix,\n\n7 pm\nBienvenue,\n\nTheo\n\nTheo\n\nSports\n\nBienvenue,\n\nTheo\n\nBienvenue,"
+    result = detail_success(REMINDER, reply)
+    assert result.value == 0.0 and result.details["recall"] == 1.0 and result.details["repeated"] == "theo"
+    signed = "Hi Felix, the meeting is at 7 pm.\n\nBest,\n\nHR\n\nHR"
+    assert detail_success(REMINDER, signed).value == 1.0  # a line said twice is odd, not a loop
+
+
+@pytest.mark.parametrize("slot", ["{location}", "[Your Name]", "[Date]"])
+def test_a_message_with_an_unfilled_template_slot_fails(slot: str) -> None:
+    result = detail_success(REMINDER, f"Hi Felix, the team meeting is at 7 pm at the {slot}.")
+    assert result.value == 0.0 and result.details["recall"] == 1.0 and result.details["placeholder"] == slot
+    assert detail_success(REMINDER, "Hi Felix, the team meeting is at 7 pm (room 4).").value == 1.0
+
+
 @pytest.mark.parametrize("text, act", [
     ("Hi Felix, just a reminder that the team meeting is at 7 pm.", "answer"),
     ("Hi Felix, when you get a chance, remember the team meeting at 7 pm.", "answer"),
