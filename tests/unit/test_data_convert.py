@@ -41,10 +41,16 @@ def test_across_acts_pairs_the_best_question_with_the_worst_message_not_with_a_w
 
 
 def test_across_acts_pairs_the_best_message_with_the_worst_question_and_falls_back_when_all_act_alike() -> None:
+    # The worst reply overall is another message; the pair still rejects the worst question.
     complete = record("c", candidate(ANSWER, 0.95, "answer"), candidate(QUESTION, 0.4, "ask"),
-                      candidate("Could you tell me where?", -0.5, "ask"), candidate("The answer is 9.", 0.0))
+                      candidate("Could you tell me where?", -0.5, "ask"), candidate("The answer is 9.", -0.9))
+    (worst_pair,) = dpo_rows(complete, None, min_gap=0.05, pairs="best_worst")
+    assert worst_pair["rejected"][0]["content"] == "The answer is 9."
     (row,) = dpo_rows(complete, None, min_gap=0.05, pairs="across_acts")
     assert (row["chosen"][0]["content"], row["rejected"][0]["content"]) == (ANSWER, "Could you tell me where?")
+    # A question and a message tied for best make no pair: there is nothing to prefer.
+    tied = record("c", candidate(ANSWER, 0.9, "answer"), candidate(QUESTION, 0.9, "ask"))
+    assert dpo_rows(tied, None, min_gap=0.05, pairs="across_acts") == []
     alike = record("c", candidate(ANSWER, 0.95, "answer"), candidate("The answer is 9.", 0.0, "answer"))
     (row,) = dpo_rows(alike, None, min_gap=0.05, pairs="across_acts")
     assert row["rejected"][0]["content"] == "The answer is 9."
